@@ -1,0 +1,49 @@
+# tests/lib.sh — shared helpers for the shell tests (sourced). Each test runs in its own temp
+# dir (the runner cds into one), prints TAP lines, exits 0/1, or 77 with "# SKIP reason".
+set -u
+: "${HANDOFF_BUILD:=$(cd "$(dirname "$0")/.." && pwd)/build}"
+: "${HANDOFF_SRC:=$(cd "$(dirname "$0")/.." && pwd)}"
+export PATH="$HANDOFF_BUILD/bin:$PATH"
+T_N=0 T_FAIL=0
+T_MOUNTS=()
+T_PIDS=()
+
+ok()      { T_N=$((T_N+1)); echo "ok $T_N - $*"; }
+not_ok()  { T_N=$((T_N+1)); T_FAIL=$((T_FAIL+1)); echo "not ok $T_N - $*"; }
+# check DESC CMD...: run CMD, ok if it succeeds
+check()   { local d=$1; shift; if "$@"; then ok "$d"; else not_ok "$d"; fi; }
+# check_fail DESC CMD...: ok if CMD fails
+check_fail() { local d=$1; shift; if "$@"; then not_ok "$d"; else ok "$d"; fi; }
+is()      { if [ "$1" = "$2" ]; then ok "$3"; else not_ok "$3"; echo "#   got '$1', want '$2'"; fi; }
+skip_all() { echo "# SKIP $*"; exit 77; }
+bail()    { echo "Bail out! $*"; exit 1; }
+done_testing() { echo "1..$T_N"; [ $T_FAIL = 0 ]; exit $?; }
+
+need_fuse() {
+	[ -c /dev/fuse ] || skip_all "/dev/fuse missing"
+	command -v fusermount3 >/dev/null || skip_all "fusermount3 not installed (make deps)"
+}
+
+# mount_overlay OVERLAY MNT ARGS...: mount in the background, wait for readiness via --ready-fd
+mount_overlay() {
+	local ovl=$1 mnt=$2; shift 2
+	mkdir -p "$mnt"
+	handoff-mount "$@" "$ovl" "$mnt" || return 1
+	T_MOUNTS+=("$mnt")
+}
+
+umount_overlay() {
+	local mnt=$1
+	fusermount3 -u "$mnt" 2>/dev/null || return 1
+	# wait until the daemon released the overlay
+	for _ in $(seq 100); do mountpoint -q "$mnt" || return 0; sleep 0.05; done
+	return 1
+}
+
+t_cleanup() {
+	local m p
+	for p in "${T_PIDS[@]:-}"; do [ -n "$p" ] && kill -9 "$p" 2>/dev/null; done
+	for m in "${T_MOUNTS[@]:-}"; do [ -n "$m" ] && fusermount3 -uz "$m" 2>/dev/null; done
+	return 0
+}
+trap t_cleanup EXIT

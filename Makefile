@@ -17,6 +17,7 @@ MODULES   := common overlay tracker fs pipeline vm inspect
 PREFIX    ?= /usr/local
 SAN       ?=
 O         ?= $(if $(SAN),build-san,build)
+MAKEFLAGS += -j$(shell nproc)
 CC        ?= cc
 V         ?= 0
 

@@ -1,0 +1,78 @@
+/*
+ * fs.h — the FUSE filesystem that presents a VM's `disk` and `memory` as regular files: reads
+ * come from the base where a chunk is unmodified and from the overlay where it is modified; the
+ * first write to a chunk copies it up (chunk-level copy-on-write) and the tracker records it.
+ *
+ * The cache rules are QEMU's: `memory` is mapped shared by QEMU as guest RAM, so files never use
+ * direct_io, keep their page cache across opens, report a stable mtime, and the kernel's
+ * automatic data invalidation is turned off — one `stat` must never make QEMU re-fault its RAM.
+ *
+ * Durability: fsync (and the periodic flusher, and checkpoint, and unmount) make overlay data
+ * durable before the tracker commits (overlay.h, tracker.h). A daemon killed with -9 loses only
+ * writes that were never fsynced.
+ *
+ * The daemon also answers the control socket (common/ctl.h): "checkpoint" → "ok GEN", "sync",
+ * "status"; other requests go to the caller's hook (the mirror's "apply").
+ */
+#ifndef HANDOFF_FS_H
+#define HANDOFF_FS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct overlay;
+struct tracker;
+struct fs;
+
+/* A hook for control requests fs does not know. Reply with ho_ctl_reply(conn_fd, ...) and own
+ * passed_fd (-1 if none). Runs on the control thread. */
+typedef void (*fs_ctl_hook)(struct fs *fs, const char *request, int conn_fd, int passed_fd, void *arg);
+
+struct fs_options {
+	const char *mountpoint;
+	bool foreground;            /* do not daemonize */
+	bool allow_other;           /* -o allow_other (off by default) */
+	bool debug;                 /* libfuse debug output */
+	bool no_writeback_cache;    /* do not use the kernel's writeback cache */
+	bool no_tracking;           /* benchmarks only: do not record modified chunks' times */
+	int ready_fd;               /* write "ready\n" here once mounted and serving; -1 = none */
+	unsigned commit_ms;         /* flusher period (default 1000 ms) */
+	fs_ctl_hook ctl_hook;
+	void *ctl_hook_arg;
+	/* Called in the serving process (after daemonizing), before the first request is served:
+	 * where the mirror starts its listener thread. A non-zero return aborts fs_run(). */
+	int (*started)(struct fs *fs, void *arg);
+	/* Called after the last request, before the final commit: stop what started() started. */
+	void (*stopping)(struct fs *fs, void *arg);
+	void *hook_arg;
+};
+
+/* 0 if mp is an existing, empty directory and not a stale mount; else logs why and returns
+ * HO_ENOENT, HO_EINVAL, HO_EEXIST (not empty) or HO_ESTATE (stale FUSE mount). */
+int fs_check_mountpoint(const char *mp);
+/* True if a handoff mount of overlay_dir (its fsname "handoff:DIR") is in /proc/self/mountinfo. */
+bool fs_is_mounted(const char *overlay_dir);
+/* Wait up to timeout_ms for the process holding overlay_dir's lock to let go when it is on its way
+ * out: it names no mountpoint any more, or its mount is gone (unmounted, still committing). A
+ * holder that still serves a mount is not waited for. */
+void fs_wait_released(const char *overlay_dir, int timeout_ms);
+/* Mount: checks the mountpoint (exists, is an empty directory, is not a stale mount), mounts,
+ * daemonizes unless foreground. fs does not own ov and tr. */
+int fs_mount(struct overlay *ov, struct tracker *tr, const struct fs_options *opt, struct fs **out);
+/* Serve until unmounted (fusermount3 -u) or SIGTERM/SIGINT (which flush the page cache and
+ * unmount cleanly), then commit everything. Returns 0 or the first durability error. */
+int fs_run(struct fs *fs);
+/* Free what fs_mount allocated (after fs_run). */
+void fs_free(struct fs *fs);
+
+struct overlay *fs_overlay(struct fs *fs);
+struct tracker *fs_tracker(struct fs *fs);
+/* Block all writes through the mount while cb runs (the mirror publishing a stream), then drop
+ * the kernel's cached pages of every range cb reported with fs_invalidate_later(). */
+int fs_exclusive(struct fs *fs, int (*cb)(struct fs *fs, void *arg), void *arg);
+/* Drop the kernel page cache of [off, off+len) of image img (after the overlay changed under it). */
+int fs_invalidate(struct fs *fs, int img, uint64_t off, uint64_t len);
+/* Commit now (data durable first). */
+int fs_sync(struct fs *fs);
+
+#endif

@@ -1,0 +1,274 @@
+/*
+ * handoff-mount — mount a VM's disk and memory images as copy-on-write files over read-only
+ * bases, tracking every modified chunk. Argument parsing and exit codes only; the work is in
+ * overlay/, tracker/ and fs/. See handoff-mount(8).
+ */
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "common/common.h"
+#include "common/ctl.h"
+#include "overlay/overlay.h"
+#include "tracker/tracker.h"
+#include "fs/fs.h"
+
+/* exit codes, documented in handoff-mount(8) */
+enum {
+	EX_OKAY = 0, EX_USAGE_ = 1, EX_MOUNTPOINT = 2, EX_BASE = 3, EX_BUSY = 4, EX_CORRUPT = 5,
+	EX_IO = 6, EX_FUSE = 7,
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+"usage: handoff-mount [options] [--disk BASE_DISK] [--memory BASE_MEM | --memory-size SIZE]\n"
+"                     OVERLAY_DIR MOUNTPOINT\n"
+"       handoff-mount --status OVERLAY_DIR\n"
+"       handoff-mount --checkpoint OVERLAY_DIR\n"
+"\n"
+"Expose MOUNTPOINT/disk and MOUNTPOINT/memory as copy-on-write files over read-only base\n"
+"images, recording every modified chunk in OVERLAY_DIR. The bases may be omitted when\n"
+"OVERLAY_DIR exists (its recorded bases are used and verified).\n"
+"\n"
+"  --disk FILE            base disk image\n"
+"  --memory FILE          base memory image\n"
+"  --memory-size SIZE     memory image of SIZE bytes over an all-zero base (e.g. 256M)\n"
+"  --chunk-size SIZE      copy-on-write and tracking granularity (default 4K)\n"
+"  -f, --foreground       do not daemonize\n"
+"  --ready-fd N           write \"ready\" to fd N once the mount serves requests\n"
+"  --allow-other          let other users access the mount (needs user_allow_other)\n"
+"  --commit-interval MS   how often the chunk index is committed (default 1000)\n"
+"  --no-writeback-cache   do not use the kernel's writeback cache\n"
+"  --no-tracking          benchmarks only: no chunk index (nothing to export)\n"
+"  --status               print the overlay's state (live or not) and exit\n"
+"  --checkpoint           close the current generation and print its number\n"
+"  -d, --debug            libfuse debug output (implies -f)\n"
+"  -q, --quiet / -v, --verbose\n"
+"  -h, --help / --version\n");
+}
+
+static int exit_for(int rc)
+{
+	switch (rc) {
+	case 0: return EX_OKAY;
+	case HO_EBASE: case HO_ENOENT: return EX_BASE;
+	case HO_EBUSY: return EX_BUSY;
+	case HO_ECORRUPT: case HO_EDB: return EX_CORRUPT;
+	case HO_EINVAL: return EX_USAGE_;
+	default: return EX_IO;
+	}
+}
+
+static int print_gen(int image, uint32_t gen, uint64_t chunks, void *arg)
+{
+	(void)arg;
+	printf("gen %u %s %" PRIu64 "\n", gen, overlay_image_name(image), chunks);
+	return 0;
+}
+
+static int open_tracker_for(struct overlay *ov, unsigned flags, struct tracker **tr)
+{
+	uint64_t n[OVERLAY_NIMAGES] = { overlay_nchunks(ov, 0), overlay_nchunks(ov, 1) };
+	return tracker_open(overlay_dir(ov), OVERLAY_NIMAGES, n, flags, tr);
+}
+
+static int do_status(const char *dir)
+{
+	struct overlay *ov;
+	struct tracker *tr;
+	struct tracker_stats st;
+	char mp[PATH_MAX] = "";
+	int pid = 0, rc;
+	bool live = overlay_lock_holder(dir, &pid, mp, sizeof(mp)) == 0;
+
+	if (live && mp[0]) {
+		rc = ho_ctl_call(dir, "sync", -1, 30000, NULL, 0);
+		if (rc && rc != HO_ENOENT)
+			ho_warn("the mount daemon did not sync: %s", ho_strerror(rc));
+	}
+	rc = overlay_open(dir, NULL, 0, OVERLAY_READONLY, &ov);
+	if (rc)
+		return exit_for(rc);
+	rc = open_tracker_for(ov, TRACKER_READONLY, &tr);
+	if (rc) {
+		ho_err("cannot open the chunk index of '%s': %s", dir, ho_strerror(rc));
+		overlay_close(ov);
+		return exit_for(rc);
+	}
+	rc = tracker_stats(tr, &st);
+	if (rc == 0) {
+		printf("overlay %s\nstate %s\n", overlay_dir(ov), live ? (mp[0] ? "mounted" : "locked") : "unmounted");
+		if (live)
+			printf("pid %d\nmountpoint %s\n", pid, mp);
+		printf("chunk_size %u\ngeneration %u\n", overlay_chunk_size(ov), st.generation);
+		for (int i = 0; i < OVERLAY_NIMAGES; i++)
+			printf("%s.size %" PRIu64 "\n%s.modified_chunks %" PRIu64 "\n", overlay_image_name(i),
+			       overlay_image_size(ov, i), overlay_image_name(i), st.modified[i]);
+		printf("bytes_read %" PRIu64 "\nbytes_written %" PRIu64 "\n", st.bytes_read, st.bytes_written);
+		rc = tracker_gen_counts(tr, print_gen, NULL);
+	}
+	if (rc)
+		ho_err("cannot read the chunk index of '%s': %s", dir, ho_strerror(rc));
+	tracker_close(tr);
+	overlay_close(ov);
+	return exit_for(rc);
+}
+
+static int durable(void *ov) { return overlay_sync(ov); }
+
+static int do_checkpoint(const char *dir)
+{
+	struct overlay *ov;
+	struct tracker *tr;
+	char reply[64];
+	uint32_t closed;
+	int rc = ho_ctl_call(dir, "checkpoint", -1, 60000, reply, sizeof(reply));
+
+	if (rc == 0) {
+		printf("%s\n", reply);
+		return EX_OKAY;
+	}
+	if (rc != HO_ENOENT) {
+		ho_err("checkpoint of '%s' failed: %s", dir, ho_strerror(rc));
+		return exit_for(rc);
+	}
+	rc = overlay_open(dir, NULL, 0, OVERLAY_LOCK, &ov);
+	if (rc)
+		return exit_for(rc);
+	rc = open_tracker_for(ov, 0, &tr);
+	if (rc == 0) {
+		rc = tracker_checkpoint(tr, durable, ov, &closed);
+		if (rc == 0)
+			printf("%u\n", closed);
+		tracker_close(tr);
+	}
+	if (rc)
+		ho_err("checkpoint of '%s' failed: %s", dir, ho_strerror(rc));
+	overlay_close(ov);
+	return exit_for(rc);
+}
+
+int main(int argc, char **argv)
+{
+	enum { O_DISK = 256, O_MEMORY, O_MEMSIZE, O_CHUNK, O_READY, O_ALLOW, O_COMMIT, O_NOWB, O_NOTRACK,
+	       O_STATUS, O_CHECKPOINT, O_VERSION };
+	static const struct option longopts[] = {
+		{ "disk", required_argument, NULL, O_DISK },
+		{ "memory", required_argument, NULL, O_MEMORY },
+		{ "memory-size", required_argument, NULL, O_MEMSIZE },
+		{ "chunk-size", required_argument, NULL, O_CHUNK },
+		{ "foreground", no_argument, NULL, 'f' },
+		{ "ready-fd", required_argument, NULL, O_READY },
+		{ "allow-other", no_argument, NULL, O_ALLOW },
+		{ "commit-interval", required_argument, NULL, O_COMMIT },
+		{ "no-writeback-cache", no_argument, NULL, O_NOWB },
+		{ "no-tracking", no_argument, NULL, O_NOTRACK },
+		{ "status", no_argument, NULL, O_STATUS },
+		{ "checkpoint", no_argument, NULL, O_CHECKPOINT },
+		{ "debug", no_argument, NULL, 'd' },
+		{ "quiet", no_argument, NULL, 'q' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, O_VERSION },
+		{ 0 }
+	};
+	struct overlay_base_spec bases[OVERLAY_NIMAGES] = { { 0 } };
+	struct fs_options opt = { .ready_fd = -1 };
+	const char *disk = NULL, *memory = NULL;
+	uint64_t memsize = 0, chunk = 0;
+	int c, verbosity = LOG_NOTICE, action = 0;
+
+	ho_log_init(argv[0]);
+	while ((c = getopt_long(argc, argv, "fdqvh", longopts, NULL)) != -1) {
+		switch (c) {
+		case O_DISK: disk = optarg; break;
+		case O_MEMORY: memory = optarg; break;
+		case O_MEMSIZE:
+			if (ho_parse_size(optarg, &memsize) || memsize == 0) {
+				ho_err("invalid memory size '%s'", optarg);
+				return EX_USAGE_;
+			}
+			break;
+		case O_CHUNK:
+			if (ho_parse_size(optarg, &chunk) || chunk > (1u << 20)) {
+				ho_err("invalid chunk size '%s'", optarg);
+				return EX_USAGE_;
+			}
+			break;
+		case 'f': opt.foreground = true; break;
+		case O_READY: opt.ready_fd = atoi(optarg); break;
+		case O_ALLOW: opt.allow_other = true; break;
+		case O_COMMIT: opt.commit_ms = (unsigned)atoi(optarg); break;
+		case O_NOWB: opt.no_writeback_cache = true; break;
+		case O_NOTRACK: opt.no_tracking = true; break;
+		case O_STATUS: case O_CHECKPOINT: action = c; break;
+		case 'd': opt.debug = opt.foreground = true; break;
+		case 'q': verbosity = LOG_ERR; break;
+		case 'v': verbosity = verbosity >= LOG_INFO ? LOG_DEBUG : LOG_INFO; break;
+		case 'h': usage(stdout); return EX_OKAY;
+		case O_VERSION: printf("handoff-mount 0.1\n"); return EX_OKAY;
+		default: usage(stderr); return EX_USAGE_;
+		}
+	}
+	ho_log_set_level(verbosity);
+	if (action) {
+		if (argc - optind != 1) {
+			ho_err("%s takes one OVERLAY_DIR", action == O_STATUS ? "--status" : "--checkpoint");
+			return EX_USAGE_;
+		}
+		return action == O_STATUS ? do_status(argv[optind]) : do_checkpoint(argv[optind]);
+	}
+	if (argc - optind != 2) {
+		ho_err("expected OVERLAY_DIR and MOUNTPOINT (see --help)");
+		return EX_USAGE_;
+	}
+	if (memory && memsize) {
+		ho_err("--memory and --memory-size exclude each other");
+		return EX_USAGE_;
+	}
+	const char *dir = argv[optind];
+	opt.mountpoint = argv[optind + 1];
+	bool have_bases = disk || memory || memsize;
+	if (have_bases && (!disk || (!memory && !memsize))) {
+		ho_err("give --disk and one of --memory or --memory-size");
+		return EX_USAGE_;
+	}
+	bases[OVERLAY_DISK].path = disk;
+	bases[OVERLAY_MEMORY].path = memory;
+	bases[OVERLAY_MEMORY].size = memsize;
+
+	/* refuse a bad mountpoint before creating anything */
+	if (fs_check_mountpoint(opt.mountpoint))
+		return EX_MOUNTPOINT;
+
+	struct overlay *ov;
+	struct tracker *tr;
+	struct fs *fs;
+	fs_wait_released(dir, 10000);     /* "fusermount3 -u; handoff-mount" just works */
+	int rc = overlay_open(dir, have_bases ? bases : NULL, (uint32_t)chunk, OVERLAY_CREATE | OVERLAY_LOCK, &ov);
+	if (rc)
+		return exit_for(rc);
+	rc = open_tracker_for(ov, TRACKER_CREATE, &tr);
+	if (rc) {
+		ho_err("cannot open the chunk index of '%s': %s", dir, ho_strerror(rc));
+		overlay_close(ov);
+		return exit_for(rc);
+	}
+	rc = fs_mount(ov, tr, &opt, &fs);
+	if (rc) {
+		tracker_close(tr);
+		overlay_close(ov);
+		return rc == HO_EIO ? EX_FUSE : EX_MOUNTPOINT;
+	}
+	rc = fs_run(fs);
+	fs_free(fs);
+	tracker_close(tr);
+	overlay_close(ov);
+	if (rc)
+		ho_err("unmounted with errors: %s", ho_strerror(rc));
+	return rc ? EX_IO : EX_OKAY;
+}

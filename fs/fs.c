@@ -919,54 +919,6 @@ void fs_free(struct fs *fs)
 	free(fs);
 }
 
-/* mountinfo escapes space, tab, newline and backslash as \ooo */
-static void unescape_mountinfo(char *s)
-{
-	char *out = s;
-	for (char *p = s; *p; p++) {
-		if (p[0] == '\\' && p[1] >= '0' && p[1] <= '7' && p[2] >= '0' && p[2] <= '7' && p[3] >= '0' && p[3] <= '7') {
-			*out++ = (char)((p[1] - '0') << 6 | (p[2] - '0') << 3 | (p[3] - '0'));
-			p += 3;
-		} else {
-			*out++ = *p;
-		}
-	}
-	*out = 0;
-}
-
-bool fs_is_mounted(const char *overlay_dir)
-{
-	char *dir = realpath(overlay_dir, NULL), line[8192];
-	FILE *f = fopen("/proc/self/mountinfo", "re");
-	bool found = false;
-
-	while (dir && f && !found && fgets(line, sizeof(line), f)) {
-		/* ... - FSTYPE SOURCE OPTIONS */
-		char *sep = strstr(line, " - "), *type, *src, *save = NULL;
-		if (!sep || !(type = strtok_r(sep + 3, " ", &save)) || !(src = strtok_r(NULL, " ", &save)))
-			continue;
-		unescape_mountinfo(src);
-		found = strncmp(type, "fuse", 4) == 0 && strncmp(src, "handoff:", 8) == 0 && strcmp(src + 8, dir) == 0;
-	}
-	if (f)
-		fclose(f);
-	free(dir);
-	return found;
-}
-
-void fs_wait_released(const char *overlay_dir, int timeout_ms)
-{
-	char mp[4096];
-	int pid;
-	for (int waited = 0; waited < timeout_ms; waited += 50) {
-		if (overlay_lock_holder(overlay_dir, &pid, mp, sizeof(mp)) != 0)
-			return;                                  /* free */
-		if (mp[0] && fs_is_mounted(overlay_dir))
-			return;                                  /* serving: overlay_open() will say so */
-		usleep(50000);
-	}
-}
-
 struct overlay *fs_overlay(struct fs *fs) { return fs->ov; }
 struct tracker *fs_tracker(struct fs *fs) { return fs->tr; }
 

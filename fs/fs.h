@@ -50,12 +50,6 @@ struct fs_options {
 /* 0 if mp is an existing, empty directory and not a stale mount; else logs why and returns
  * HO_ENOENT, HO_EINVAL, HO_EEXIST (not empty) or HO_ESTATE (stale FUSE mount). */
 int fs_check_mountpoint(const char *mp);
-/* True if a handoff mount of overlay_dir (its fsname "handoff:DIR") is in /proc/self/mountinfo. */
-bool fs_is_mounted(const char *overlay_dir);
-/* Wait up to timeout_ms for the process holding overlay_dir's lock to let go when it is on its way
- * out: it names no mountpoint any more, or its mount is gone (unmounted, still committing). A
- * holder that still serves a mount is not waited for. */
-void fs_wait_released(const char *overlay_dir, int timeout_ms);
 /* Mount: checks the mountpoint (exists, is an empty directory, is not a stale mount), mounts,
  * daemonizes unless foreground. fs does not own ov and tr. */
 int fs_mount(struct overlay *ov, struct tracker *tr, const struct fs_options *opt, struct fs **out);

@@ -16,7 +16,7 @@
 # HANDOFF_TINY_DISK_MB (64), HANDOFF_TINY_BASE_MB (8: deterministic data baked into the disk
 # image at /base, verified by the guest), HANDOFF_TINY_RAM_MB (128), SOURCE_DATE_EPOCH
 # (default: the kernel image's mtime, which dpkg sets from the package).
-# Needs: busybox-static, cpio, e2fsprogs (mkfs.ext4 -d), openssl, coreutils; root or a readable
+# Needs: busybox-static, cpio, e2fsprogs (mkfs.ext4 -d, debugfs), coreutils; root or a readable
 # /boot/vmlinuz-* (Debian installs it mode 0600).
 set -euo pipefail
 
@@ -24,19 +24,18 @@ die() { echo "build-tiny: $*" >&2; exit 1; }
 log() { echo "build-tiny: $*" >&2; }
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-out=${1:-${HANDOFF_CACHE:-$HOME/.cache/handoff}/guest-tiny}
+out=${1:-${HANDOFF_CACHE:-${HOME:-/tmp}/.cache/handoff}/guest-tiny}
 disk_mb=${HANDOFF_TINY_DISK_MB:-64}
 base_mb=${HANDOFF_TINY_BASE_MB:-8}
 ram_mb=${HANDOFF_TINY_RAM_MB:-128}
 
-for c in cpio mkfs.ext4 openssl md5sum sha256sum; do
-	command -v "$c" >/dev/null || die "$c not found (apt-get install cpio e2fsprogs openssl)"
+for c in cpio mkfs.ext4 debugfs md5sum sha256sum flock; do
+	command -v "$c" >/dev/null || die "$c not found (apt-get install cpio e2fsprogs)"
 done
 busybox=
 for b in /bin/busybox /usr/bin/busybox; do
-	if [ -x "$b" ] && file -L "$b" 2>/dev/null | grep -q 'statically linked'; then busybox=$b; break; fi
-	# without file(1), trust the busybox-static package's path
-	if [ -x "$b" ] && ! command -v file >/dev/null && dpkg -s busybox-static >/dev/null 2>&1; then busybox=$b; break; fi
+	# ldd fails on a static binary ("not a dynamic executable")
+	if [ -x "$b" ] && ! ldd "$b" >/dev/null 2>&1; then busybox=$b; break; fi
 done
 [ -n "$busybox" ] || die "no static busybox (apt-get install busybox-static)"
 
@@ -78,7 +77,7 @@ mods_hash=$(cd "$moddir" && { [ ${#order[@]} -eq 0 ] || sha256sum "${order[@]}";
 
 epoch=${SOURCE_DATE_EPOCH:-$(stat -c %Y "$kernel")}
 # The cmdline: quiet console on ttyS0; panic=-1 + QEMU -no-reboot turns a guest panic into exit.
-cmdline="console=ttyS0 quiet loglevel=1 panic=-1 rdinit=/init tsc=reliable"
+cmdline="console=ttyS0 quiet loglevel=1 panic=-1 rdinit=/init tsc=reliable init_on_alloc=0"
 
 key=$({
 	echo "v1 $kver $disk_mb $base_mb $ram_mb $epoch $cmdline"
@@ -132,11 +131,11 @@ find "$root" -exec touch -h -d "@$epoch" {} +
 # ---- disk image ----------------------------------------------------------------------------
 droot=$work/diskroot
 mkdir -p "$droot/base"
-# deterministic high-entropy data (AES-CTR keystream of a fixed key) the guest verifies
-head -c $((base_mb * 1024 * 1024)) /dev/zero |
-	openssl enc -aes-128-ctr -nosalt -K 68616e646f66662d74696e792d626173 -iv 0 2>/dev/null \
-		>"$droot/base/blob.bin"
-[ "$(stat -c %s "$droot/base/blob.bin")" = $((base_mb * 1024 * 1024)) ] || die "openssl enc failed"
+# deterministic high-entropy data the guest verifies: the (compressed) kernel image's bytes,
+# repeated as often as needed; no tool beyond coreutils
+reps=$(( (base_mb * 1024 * 1024) / $(stat -c %s "$kernel") + 1 ))
+for _ in $(seq "$reps"); do cat "$kernel"; done | head -c $((base_mb * 1024 * 1024)) >"$droot/base/blob.bin" || true
+[ "$(stat -c %s "$droot/base/blob.bin")" = $((base_mb * 1024 * 1024)) ] || die "could not write base/blob.bin"
 (cd "$droot/base" && md5sum blob.bin >MD5SUMS)
 cat >"$droot/README" <<EOF
 handoff tiny guest disk ($kver). /base is baked in at build time and verified by the guest;

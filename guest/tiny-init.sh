@@ -68,6 +68,7 @@ while [ ! -b /dev/vda ]; do
 done
 mount -t ext4 -o noatime /dev/vda /data || fatal "cannot mount /dev/vda on /data"
 
+# shellcheck disable=SC2046 # split "hash  name" into words on purpose
 md5of() { set -- $(md5sum "$1" 2>/dev/null); echo "${1:-none}"; }
 
 # pseudo-random data generated in RAM, copied to disk; the md5 lives in a shell variable (RAM)

@@ -95,6 +95,14 @@ int overlay_data_fd(const struct overlay *ov, int img);
 /* Lock holder information, readable without opening: pid and mountpoint of the process that holds
  * dir's lock. HO_ENOENT if nobody holds it. mountpoint gets "" if the holder is not a mount. */
 int overlay_lock_holder(const char *dir, int *pid, char *mountpoint, size_t mp_len);
+/* True if a handoff mount of dir (a FUSE mount whose fsname is "handoff:" + realpath(dir), as
+ * fs/ mounts it) appears in /proc/self/mountinfo. */
+bool overlay_is_mounted(const char *dir);
+/* Wait up to timeout_ms for the holder of dir's lock to let go when it is on its way out: it names
+ * no mountpoint any more, or its mount is gone (unmounted by fusermount3 -u, still committing).
+ * Returns at once when nobody holds the lock or the holder still serves a mount. Every tool that
+ * opens an overlay right after an unmount calls this first. */
+void overlay_wait_released(const char *dir, int timeout_ms);
 /* Record the mountpoint in the lock file (the mount daemon, after mounting). */
 int overlay_set_mountpoint(struct overlay *ov, const char *mountpoint);
 

@@ -83,6 +83,7 @@ static int do_status(const char *dir)
 	struct tracker_stats st;
 	char mp[PATH_MAX] = "";
 	int pid = 0, rc;
+	overlay_wait_released(dir, 10000);
 	bool live = overlay_lock_holder(dir, &pid, mp, sizeof(mp)) == 0;
 
 	if (live && mp[0]) {
@@ -126,6 +127,7 @@ static int do_checkpoint(const char *dir)
 	struct tracker *tr;
 	char reply[64];
 	uint32_t closed;
+	overlay_wait_released(dir, 10000);
 	int rc = ho_ctl_call(dir, "checkpoint", -1, 60000, reply, sizeof(reply));
 
 	if (rc == 0) {
@@ -248,7 +250,7 @@ int main(int argc, char **argv)
 	struct overlay *ov;
 	struct tracker *tr;
 	struct fs *fs;
-	fs_wait_released(dir, 10000);     /* "fusermount3 -u; handoff-mount" just works */
+	overlay_wait_released(dir, 10000);     /* "fusermount3 -u; handoff-mount" just works */
 	int rc = overlay_open(dir, have_bases ? bases : NULL, (uint32_t)chunk, OVERLAY_CREATE | OVERLAY_LOCK, &ov);
 	if (rc)
 		return exit_for(rc);

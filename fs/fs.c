@@ -24,6 +24,7 @@
 #include <fuse_lowlevel.h>
 #include "common/common.h"
 #include "common/ctl.h"
+#include "common/daemon.h"
 #include "overlay/overlay.h"
 #include "tracker/tracker.h"
 #include "fs/fs.h"
@@ -786,70 +787,14 @@ fail:
 	return rc;
 }
 
-/* Detach from the terminal like fuse_daemonize(), except that the parent returns only once the
- * child reports (through *report_fd) that it recorded its pid and serves: when handoff-mount
- * exits 0, the mount works and the lock file names the daemon. */
-static int daemonize(int *report_fd)
-{
-	int p[2];
-	pid_t pid;
-	char c = '1';
-
-	if (pipe2(p, O_CLOEXEC) < 0)
-		return ho_from_errno(errno);
-	pid = fork();
-	if (pid < 0)
-		return ho_from_errno(errno);
-	if (pid > 0) {
-		close(p[1]);
-		while (read(p[0], &c, 1) < 0 && errno == EINTR)
-			;
-		_exit(c == '0' ? 0 : 1);
-	}
-	close(p[0]);
-	setsid();
-	if (chdir("/") < 0)
-		ho_warn("cannot chdir to /");
-	int nul = open("/dev/null", O_RDWR | O_CLOEXEC);
-	if (nul >= 0) {
-		dup2(nul, 0);
-		dup2(nul, 1);
-		dup2(nul, 2);
-		if (nul > 2)
-			close(nul);
-	}
-	*report_fd = p[1];
-	return 0;
-}
-
-static void report(int *report_fd, bool ok)
-{
-	if (*report_fd < 0)
-		return;
-	if (write(*report_fd, ok ? "0" : "1", 1) != 1)
-		ho_warn("cannot report to the parent process");
-	close(*report_fd);
-	*report_fd = -1;
-}
-
 int fs_run(struct fs *fs)
 {
 	struct sigaction sa = { .sa_handler = on_signal };
-	int rc, report_fd = -1;
+	int rc;
 
-	if (!fs->opt.foreground) {
-		ho_log_use_syslog(true);
-		if ((rc = daemonize(&report_fd))) {
-			ho_err("cannot daemonize: %s", ho_strerror(rc));
-			return rc;
-		}
-	}
-	overlay_set_mountpoint(fs->ov, fs->mountpoint);   /* our pid changed when we daemonized */
-
-	if (pipe2(sig_pipe, O_CLOEXEC) < 0 || pipe2(fs->wake, O_CLOEXEC) < 0) {
-		report(&report_fd, false);
+	overlay_set_mountpoint(fs->ov, fs->mountpoint);
+	if (pipe2(sig_pipe, O_CLOEXEC) < 0 || pipe2(fs->wake, O_CLOEXEC) < 0)
 		return ho_from_errno(errno);
-	}
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
@@ -865,7 +810,8 @@ int fs_run(struct fs *fs)
 		started_ok = false;
 		unmount_gracefully(fs);
 	}
-	report(&report_fd, started_ok);
+	if (started_ok && fs->opt.report_fd)
+		ho_daemon_ready(fs->opt.report_fd);     /* a detached parent may exit now */
 
 	if (fs->opt.ready_fd >= 0) {
 		if (started_ok && write(fs->opt.ready_fd, "ready\n", 6) != 6)

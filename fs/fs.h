@@ -30,12 +30,13 @@ typedef void (*fs_ctl_hook)(struct fs *fs, const char *request, int conn_fd, int
 
 struct fs_options {
 	const char *mountpoint;
-	bool foreground;            /* do not daemonize */
 	bool allow_other;           /* -o allow_other (off by default) */
 	bool debug;                 /* libfuse debug output */
 	bool no_writeback_cache;    /* do not use the kernel's writeback cache */
 	bool no_tracking;           /* benchmarks only: do not record modified chunks' times */
 	int ready_fd;               /* write "ready\n" here once mounted and serving; -1 = none */
+	int *report_fd;             /* a daemonized tool's report fd (common/daemon.h): fs_run()
+	                               calls ho_daemon_ready() on it once serving; NULL = none */
 	unsigned commit_ms;         /* flusher period (default 1000 ms) */
 	fs_ctl_hook ctl_hook;
 	void *ctl_hook_arg;
@@ -51,7 +52,9 @@ struct fs_options {
  * HO_ENOENT, HO_EINVAL, HO_EEXIST (not empty) or HO_ESTATE (stale FUSE mount). */
 int fs_check_mountpoint(const char *mp);
 /* Mount: checks the mountpoint (exists, is an empty directory, is not a stale mount), mounts,
- * daemonizes unless foreground. fs does not own ov and tr. */
+ * and starts nothing yet. A background tool daemonizes (common/daemon.h) BEFORE it opens the
+ * overlay and tracker — sqlite must not cross fork() — and passes its report fd in opt.
+ * fs does not own ov and tr. */
 int fs_mount(struct overlay *ov, struct tracker *tr, const struct fs_options *opt, struct fs **out);
 /* Serve until unmounted (fusermount3 -u) or SIGTERM/SIGINT (which flush the page cache and
  * unmount cleanly), then commit everything. Returns 0 or the first durability error. */

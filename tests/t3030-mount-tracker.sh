@@ -35,4 +35,14 @@ is "$(sqlite3 "file:ovl/index.db?mode=ro" 'SELECT count(*) FROM chunks WHERE fir
 is "$(sqlite3 "file:ovl/index.db?mode=ro" 'PRAGMA integrity_check')" ok "integrity_check"
 is "$(sqlite3 "file:ovl/index.db?mode=ro" 'PRAGMA journal_mode')" wal "index is in WAL mode"
 check "unmount" umount_overlay mnt
+
+# readers in other processes while the (detached) daemon commits every 50 ms: sqlite state must
+# never have crossed the daemon's fork (it once died with SIGBUS in the WAL here)
+check "mount a fresh overlay with fast commits" mount_overlay ovl2 mnt --disk base.disk --memory-size 1M --commit-interval 50
+pid=$(awk '{print $1}' ovl2/lock)
+( for _ in $(seq 200); do sqlite3 "file:ovl2/index.db?mode=ro" 'SELECT count(*) FROM chunks' >/dev/null 2>&1; done ) &
+check "fsx with concurrent index readers" "$HANDOFF_BUILD/tests/fsx" mnt/disk base.disk 9 1500 --no-punch
+wait
+check "the daemon survived the readers" kill -0 "$pid"
+check "unmount" umount_overlay mnt
 done_testing

@@ -12,6 +12,7 @@
 #include <unistd.h>
 #include "common/common.h"
 #include "common/ctl.h"
+#include "common/daemon.h"
 #include "overlay/overlay.h"
 #include "tracker/tracker.h"
 #include "fs/fs.h"
@@ -154,6 +155,9 @@ static int do_checkpoint(const char *dir)
 	return exit_for(rc);
 }
 
+static int mount_and_serve(const char *dir, const struct overlay_base_spec *bases, uint32_t chunk,
+			   struct fs_options *opt);
+
 int main(int argc, char **argv)
 {
 	enum { O_DISK = 256, O_MEMORY, O_MEMSIZE, O_CHUNK, O_READY, O_ALLOW, O_COMMIT, O_NOWB, O_NOTRACK,
@@ -182,7 +186,8 @@ int main(int argc, char **argv)
 	struct fs_options opt = { .ready_fd = -1 };
 	const char *disk = NULL, *memory = NULL;
 	uint64_t memsize = 0, chunk = 0;
-	int c, verbosity = LOG_NOTICE, action = 0;
+	int c, verbosity = LOG_NOTICE, action = 0, report_fd = -1;
+	bool foreground = false;
 
 	ho_log_init(argv[0]);
 	while ((c = getopt_long(argc, argv, "fdqvh", longopts, NULL)) != -1) {
@@ -201,14 +206,14 @@ int main(int argc, char **argv)
 				return EX_USAGE_;
 			}
 			break;
-		case 'f': opt.foreground = true; break;
+		case 'f': foreground = true; break;
 		case O_READY: opt.ready_fd = atoi(optarg); break;
 		case O_ALLOW: opt.allow_other = true; break;
 		case O_COMMIT: opt.commit_ms = (unsigned)atoi(optarg); break;
 		case O_NOWB: opt.no_writeback_cache = true; break;
 		case O_NOTRACK: opt.no_tracking = true; break;
 		case O_STATUS: case O_CHECKPOINT: action = c; break;
-		case 'd': opt.debug = opt.foreground = true; break;
+		case 'd': opt.debug = foreground = true; break;
 		case 'q': verbosity = LOG_ERR; break;
 		case 'v': verbosity = verbosity >= LOG_INFO ? LOG_DEBUG : LOG_INFO; break;
 		case 'h': usage(stdout); return EX_OKAY;
@@ -247,11 +252,29 @@ int main(int argc, char **argv)
 	if (fs_check_mountpoint(opt.mountpoint))
 		return EX_MOUNTPOINT;
 
+	overlay_wait_released(dir, 10000);     /* "fusermount3 -u; handoff-mount" just works */
+	/* detach first: sqlite connections and locks must be opened by the daemon itself */
+	if (!foreground) {
+		int rc = ho_daemonize(&report_fd);
+		if (rc) {
+			ho_err("cannot detach: %s", ho_strerror(rc));
+			return EX_IO;
+		}
+		opt.report_fd = &report_fd;
+	}
+	int code = mount_and_serve(dir, have_bases ? bases : NULL, (uint32_t)chunk, &opt);
+	ho_daemon_fail(&report_fd, code);      /* no-op once the daemon reported ready */
+	return code;
+}
+
+/* Open, mount and serve until unmounted; returns the exit code. */
+static int mount_and_serve(const char *dir, const struct overlay_base_spec *bases, uint32_t chunk,
+			   struct fs_options *opt)
+{
 	struct overlay *ov;
 	struct tracker *tr;
 	struct fs *fs;
-	overlay_wait_released(dir, 10000);     /* "fusermount3 -u; handoff-mount" just works */
-	int rc = overlay_open(dir, have_bases ? bases : NULL, (uint32_t)chunk, OVERLAY_CREATE | OVERLAY_LOCK, &ov);
+	int rc = overlay_open(dir, bases, chunk, OVERLAY_CREATE | OVERLAY_LOCK, &ov);
 	if (rc)
 		return exit_for(rc);
 	rc = open_tracker_for(ov, TRACKER_CREATE, &tr);
@@ -260,7 +283,7 @@ int main(int argc, char **argv)
 		overlay_close(ov);
 		return exit_for(rc);
 	}
-	rc = fs_mount(ov, tr, &opt, &fs);
+	rc = fs_mount(ov, tr, opt, &fs);
 	if (rc) {
 		tracker_close(tr);
 		overlay_close(ov);

@@ -1,0 +1,35 @@
+/*
+ * export_int.h — the exporter's pieces that the TCP sender (transport.c) and the tests share:
+ * the stream walk with a caller-supplied sink, modes, the sender id, a throttle for tests.
+ */
+#ifndef HANDOFF_PIPELINE_EXPORT_INT_H
+#define HANDOFF_PIPELINE_EXPORT_INT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include "pipeline/pipeline.h"
+#include "pipeline/stream.h"
+
+struct mode;
+
+struct export_mode {
+	char name[STREAM_MODE_LEN];
+	int codec, level;
+	bool base_refs;          /* send chunks equal to their base as base references */
+	const struct mode *full; /* a mode of mode.h: chunks go through the chunk encoder (delta.h) */
+};
+
+/* Parse a mode name (logged error HO_EINVAL if unknown). NULL or "" = "raw". The names of mode.h
+ * (handoff-export --list-modes) come first; then "CODEC[-LEVEL]" (frame codec only). */
+int export_parse_mode(const char *name, struct export_mode *m);
+/* The overlay's sender id (OVERLAY_DIR/stream-sender-id, created on first use). */
+int export_sender_id(const char *dir, uint8_t id[16]);
+/* Generate the stream of (o->since, until] of the overlay in dir into emit. */
+int export_run(const char *dir, uint32_t until, const struct export_opts *o, stream_emit_fn emit, void *arg,
+	       struct export_result *res);
+
+/* Sleep so that bytes sent so far do not exceed rate bytes/s (rate 0: no-op). */
+struct export_throttle { uint64_t start_ns, bytes; };
+void export_throttle(struct export_throttle *th, uint64_t rate, size_t bytes);
+
+#endif

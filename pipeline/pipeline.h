@@ -1,0 +1,171 @@
+/*
+ * pipeline.h — the pipeline module's public face for tools/ (handoff-export, handoff-import) and
+ * the mirror mount: export an overlay's changes as a handoff stream (handoff-stream(5)) to a file,
+ * a pipe or a TCP receiver; import a stream into an overlay, verified completely before anything
+ * is published, atomically and idempotently; serve TCP senders with acknowledgements and resume.
+ *
+ * The stream format itself (encoder, decoder) is in stream.h; tools need not include it.
+ *
+ * Errors are negative enum ho_err values; pipeline_exit_code() maps them to the exit statuses
+ * documented in handoff-export(1) and handoff-import(1).
+ */
+#ifndef HANDOFF_PIPELINE_H
+#define HANDOFF_PIPELINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct overlay;
+struct tracker;
+
+/* ---- exit statuses (shared by handoff-export and handoff-import) ---------------------------- */
+
+enum pipeline_exit {
+	PIPELINE_EXIT_OK      = 0,
+	PIPELINE_EXIT_USAGE   = 1,   /* usage error or any other failure */
+	PIPELINE_EXIT_REFUSED = 2,   /* refused: binary stream to a terminal */
+	PIPELINE_EXIT_VERIFY  = 3,   /* corrupt, truncated, unauthenticated, out of sequence, bad digest */
+	PIPELINE_EXIT_BASE    = 4,   /* base image mismatch */
+	PIPELINE_EXIT_STALE   = 5,   /* stale, replayed or out-of-order stream */
+	PIPELINE_EXIT_IO      = 6,   /* I/O error, no space */
+	PIPELINE_EXIT_CONN    = 7,   /* connection failed or lost */
+};
+
+/* The exit status for an error (0 for 0). */
+int pipeline_exit_code(int err);
+
+/* Read a pre-shared key file (16 to 4096 bytes, used as they are). *key is malloc'd. Errors are
+ * logged: HO_ENOENT, HO_EINVAL (too short or too long), HO_EIO. */
+int pipeline_load_key(const char *path, uint8_t **key, size_t *len);
+
+/* ---- export --------------------------------------------------------------------------------- */
+
+struct export_opts {
+	uint32_t since;              /* send chunks with since < gen <= until */
+	const uint8_t *key;          /* pre-shared key, NULL = unauthenticated */
+	size_t key_len;
+	const char *mode;            /* mode name (NULL = "raw"); see handoff-export(1) */
+	unsigned threads;            /* -T (0 = 1) */
+	uint32_t frame_size;         /* frame payload limit (0 = default) */
+	uint64_t rate_limit;         /* bytes per second on the wire, 0 = unlimited (testing) */
+	int timeout_ms;              /* TCP: connect and ack timeout (0 = 30 s) */
+	bool progress;               /* log a progress line per second (-v) */
+};
+
+struct export_result {
+	uint32_t since, until;
+	uint8_t id[16];
+	uint64_t chunks[2];          /* chunks sent per image */
+	uint64_t frames;             /* data frames */
+	uint64_t input_bytes;        /* chunk bytes covered */
+	uint64_t wire_bytes;         /* stream bytes written (this run) */
+	uint64_t resumed_frames;     /* TCP: frames the receiver already had */
+	bool already_applied;        /* TCP: the receiver had applied this stream before */
+};
+
+/* Print the named modes on stdout, cheapest first ("NAME  DESCRIPTION" per line). 0 or HO_EIO. */
+int export_list_modes(void);
+
+/*
+ * Resolve what the user named (an overlay directory, or the mountpoint of a handoff-mount)
+ * to the overlay directory; *dir is malloc'd. HO_ENOENT (logged) if it is neither.
+ */
+int export_resolve_dir(const char *arg, char **dir);
+
+/*
+ * Close the open generation of the overlay in dir so it can be exported: through the mount daemon
+ * when one holds the overlay (after fsync of MOUNTPOINT/disk and MOUNTPOINT/memory), otherwise
+ * offline with the overlay lock. *closed gets the generation closed (everything up to it is
+ * committed).
+ */
+int export_checkpoint(const char *dir, uint32_t *closed);
+
+/* An interrupted export_to_tcp() of (since, ...] left state in dir: *until gets its generation,
+ * so re-running continues that stream instead of checkpointing again. HO_ENOENT if there is none
+ * (or it was for another since). hostport is recorded but not compared (a receiver may come
+ * back on another address). */
+int export_pending(const char *dir, uint32_t since, const char *hostport, uint32_t *until);
+/* Forget that state: call once the caller recorded the new generation (--gen-file), so a crash
+ * in between still lets a re-run find the transfer (the receiver then answers "done"). */
+void export_pending_clear(const char *dir);
+
+/* Write the stream of (o->since, until] of the overlay in dir to fd (a file or pipe). */
+int export_to_fd(const char *dir, uint32_t until, const struct export_opts *o, int fd,
+		 struct export_result *res);
+
+/* Send it to a receiver (handoff-import --listen) at "HOST:PORT", resuming where the receiver's
+ * acknowledgements left off; returns once the receiver acknowledged publishing it. Records the
+ * transfer in dir (see export_pending) until export_pending_clear(). */
+int export_to_tcp(const char *dir, uint32_t until, const struct export_opts *o, const char *hostport,
+		  struct export_result *res);
+
+/* ---- import --------------------------------------------------------------------------------- */
+
+/* Called once per published run of chunks, after the tracker committed them: bytes
+ * [off, off+len) of image img changed (the mirror invalidates its page cache there). */
+typedef void (*import_published_fn)(void *arg, int img, uint64_t off, uint64_t len);
+
+struct import_opts {
+	const uint8_t *key;          /* pre-shared key, NULL = expect an unauthenticated stream */
+	size_t key_len;
+	bool verify_only;            /* check everything, write nothing to the overlay */
+	bool keep_partial;           /* receiver: keep a partial staging file of the same stream
+	                                (resume); otherwise a leftover staging file is discarded */
+	bool nosync;                 /* tests only: no fdatasync per staged frame (publishing still
+	                                syncs) */
+	import_published_fn published;
+	void *arg;
+};
+
+struct import_result {
+	uint8_t id[16], sender[16];
+	uint32_t since, until;
+	char mode[16];
+	uint64_t chunks[2];          /* chunks in the stream per image */
+	uint64_t frames;
+	bool already_applied;        /* the stream was the last one applied: nothing done */
+	bool authenticated;
+};
+
+struct importer;
+
+/*
+ * Finish what a crash interrupted: replay a committed journal (publish it again, idempotently)
+ * and, unless keep_partial, discard a staging file. Call once after opening the overlay with
+ * OVERLAY_LOCK and the tracker as writer, before serving reads (the mirror) or importing.
+ */
+int import_recover(struct overlay *ov, struct tracker *t, const struct import_opts *o);
+
+/*
+ * Start importing one stream into ov + t (an overlay opened with OVERLAY_LOCK and its tracker as
+ * writer; with o->verify_only, OVERLAY_READONLY and TRACKER_READONLY are enough). The handles
+ * stay the caller's and must outlive the importer.
+ */
+int import_begin(struct overlay *ov, struct tracker *t, const struct import_opts *o,
+		 struct importer **out);
+/* Feed stream bytes; *len gets what was consumed. 0 or the (sticky) error, logged. */
+int import_feed(struct importer *im, const void *buf, size_t *len);
+/* True once nothing more is wanted (END verified, or the stream was found already applied). */
+bool import_done(const struct importer *im);
+/* The input ended: verify it was complete, then publish (unless verify-only or already applied).
+ * Nothing reaches the overlay unless the whole stream verified. */
+int import_finish(struct importer *im, struct import_result *res);
+/* Discard (a staging file is removed unless keep_partial). */
+void import_free(struct importer *im);
+
+/* Read fd to its end and import it (import_begin + feed + finish). */
+int import_fd(struct overlay *ov, struct tracker *t, int fd, const struct import_opts *o,
+	      struct import_result *res);
+
+/* ---- TCP receiver (handoff-import --listen, the mirror mount) ------------------------------ */
+
+/* Listen on "ADDR:PORT" (PORT 0 = any; *port gets the bound one). */
+int transport_listen(const char *addrport, int *listen_fd, uint16_t *port);
+/* Serve one sender on conn_fd: hello, resume point, frames with acks, publish, final ack.
+ * Returns 0 once the stream was published (or was already applied), else an error; the
+ * connection is closed in every case. o->keep_partial is implied. */
+int transport_serve(struct overlay *ov, struct tracker *t, int conn_fd, const struct import_opts *o,
+		    struct import_result *res);
+
+#endif

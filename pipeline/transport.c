@@ -1,0 +1,500 @@
+/*
+ * transport.c — handoff streams over TCP, with acknowledgements and resume.
+ *
+ * Protocol (handoff-stream(5), TRANSPORT). The sender opens with the line "HOXFER 1 MODE\n"
+ * (MODE "resume" or "fresh") followed by the stream header. The receiver verifies the header
+ * (key, base identity, sequence) and answers one line:
+ *   "resume K CHECK"   send frames from K on (K = 0: all); CHECK (hex) is the chain value of frame
+ *                      K-1 as staged, so the sender can tell that it regenerated the same stream
+ *   "done"             this stream was already applied: nothing to send
+ *   "error CODE TEXT"  refused (CODE a negative enum ho_err)
+ * The sender then streams frames K.. and END. The receiver answers "ack SEQ" once frame SEQ is
+ * durably staged, and after END either "published" (applied and durable) or "error CODE TEXT".
+ * If the regenerated frame K-1 does not match CHECK (the overlay changed), the sender reconnects
+ * with "fresh" and the receiver starts over.
+ *
+ * The sender keeps OVERLAY_DIR/export-pending ("SINCE UNTIL HOST:PORT") while a transfer is
+ * unfinished, so running the same export again continues the same generation range.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <netdb.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <unistd.h>
+#include "common/common.h"
+#include "pipeline/pipeline.h"
+#include "pipeline/stream.h"
+#include "pipeline/export_int.h"
+#include "pipeline/import_int.h"
+
+#define HELLO "HOXFER 1"
+#define PENDING_NAME "export-pending"
+#define LINE_MAX_ 512
+#define RESTART 1            /* internal: regenerate from the start */
+
+/* ---- addresses -------------------------------------------------------------------------------- */
+
+static int split_hostport(const char *s, char *host, size_t hlen, char *port, size_t plen)
+{
+	const char *colon = strrchr(s, ':');
+	size_t n;
+
+	if (!colon || !colon[1])
+		return HO_EINVAL;
+	n = (size_t)(colon - s);
+	if (n >= 2 && s[0] == '[' && s[n - 1] == ']') {
+		s++;
+		n -= 2;
+	}
+	if (n >= hlen || strlen(colon + 1) >= plen)
+		return HO_EINVAL;
+	memcpy(host, s, n);
+	host[n] = 0;
+	strcpy(port, colon + 1);
+	return 0;
+}
+
+int transport_listen(const char *addrport, int *listen_fd, uint16_t *port)
+{
+	char host[256], serv[32];
+	struct addrinfo hints = { .ai_flags = AI_PASSIVE, .ai_socktype = SOCK_STREAM }, *ai, *a;
+	int fd = -1, rc, one = 1;
+
+	if (split_hostport(addrport, host, sizeof(host), serv, sizeof(serv))) {
+		ho_err("invalid address '%s' (want ADDR:PORT)", addrport);
+		return HO_EINVAL;
+	}
+	if ((rc = getaddrinfo(host[0] ? host : NULL, serv, &hints, &ai))) {
+		ho_err("cannot resolve '%s': %s", addrport, gai_strerror(rc));
+		return HO_EINVAL;
+	}
+	for (a = ai; a; a = a->ai_next) {
+		fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+		if (fd < 0)
+			continue;
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (bind(fd, a->ai_addr, a->ai_addrlen) == 0 && listen(fd, 4) == 0)
+			break;
+		close(fd);
+		fd = -1;
+	}
+	freeaddrinfo(ai);
+	if (fd < 0) {
+		ho_err("cannot listen on '%s': %s", addrport, strerror(errno));
+		return HO_ECONN;
+	}
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	getsockname(fd, (struct sockaddr *)&ss, &sl);
+	*port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+					       : ((struct sockaddr_in *)&ss)->sin_port);
+	*listen_fd = fd;
+	return 0;
+}
+
+static void set_timeouts(int fd, int ms)
+{
+	struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+	int one = 1;
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+static int tcp_connect(const char *hostport, int timeout_ms, int *out)
+{
+	char host[256], serv[32];
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *ai, *a;
+	int fd = -1, rc, err = 0;
+
+	if (split_hostport(hostport, host, sizeof(host), serv, sizeof(serv))) {
+		ho_err("invalid address '%s' (want HOST:PORT)", hostport);
+		return HO_EINVAL;
+	}
+	if ((rc = getaddrinfo(host, serv, &hints, &ai))) {
+		ho_err("cannot resolve '%s': %s", hostport, gai_strerror(rc));
+		return HO_ECONN;
+	}
+	for (a = ai; a; a = a->ai_next) {
+		fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+		if (fd < 0)
+			continue;
+		set_timeouts(fd, timeout_ms);
+		if (connect(fd, a->ai_addr, a->ai_addrlen) == 0)
+			break;
+		err = errno;
+		close(fd);
+		fd = -1;
+	}
+	freeaddrinfo(ai);
+	if (fd < 0) {
+		ho_err("cannot connect to '%s': %s", hostport, strerror(err));
+		return HO_ECONN;
+	}
+	*out = fd;
+	return 0;
+}
+
+/* ---- line reading ----------------------------------------------------------------------------- */
+
+struct lines { int fd; char buf[LINE_MAX_]; size_t len; };
+
+/* One line (without newline) into out. block = false: HO_EBUSY when no complete line is there. */
+static int line_read(struct lines *l, char *out, size_t out_len, bool block)
+{
+	for (;;) {
+		char *nl = memchr(l->buf, '\n', l->len);
+		if (nl) {
+			size_t n = (size_t)(nl - l->buf);
+			if (n >= out_len)
+				return HO_EPROTO;
+			memcpy(out, l->buf, n);
+			out[n] = 0;
+			memmove(l->buf, nl + 1, l->len - n - 1);
+			l->len -= n + 1;
+			return 0;
+		}
+		if (l->len == sizeof(l->buf))
+			return HO_EPROTO;
+		if (!block) {
+			struct pollfd p = { .fd = l->fd, .events = POLLIN };
+			if (poll(&p, 1, 0) <= 0)
+				return HO_EBUSY;
+		}
+		ssize_t n = read(l->fd, l->buf + l->len, sizeof(l->buf) - l->len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return errno == EAGAIN || errno == EWOULDBLOCK ? HO_ETIMEDOUT : HO_ECONN;
+		if (n == 0)
+			return HO_ECONN;
+		l->len += (size_t)n;
+	}
+}
+
+static int send_line(int fd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int send_line(int fd, const char *fmt, ...)
+{
+	char line[LINE_MAX_];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(line, sizeof(line) - 1, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return HO_EINVAL;
+	if ((size_t)n > sizeof(line) - 2)
+		n = (int)sizeof(line) - 2;
+	line[n++] = '\n';
+	return ho_write_full(fd, line, (size_t)n) ? HO_ECONN : 0;
+}
+
+/* "error CODE TEXT": log TEXT and return CODE (HO_EPROTO if malformed). */
+static int peer_error(const char *line, const char *who)
+{
+	char *end;
+	long code = strtol(line + 6, &end, 10);
+	if (end == line + 6 || code >= 0 || code < HO_ERR_MIN)
+		code = HO_EPROTO;
+	ho_err("%s: %s", who, *end ? end + 1 : ho_strerror((int)code));
+	return (int)code;
+}
+
+/* ---- sender ----------------------------------------------------------------------------------- */
+
+struct tx {
+	int fd;
+	const struct export_opts *o;
+	struct export_result *res;
+	struct lines in;
+	bool fresh;
+	uint64_t skip, skip_check;
+	uint64_t acked;            /* frames acknowledged so far (+1 of the last seq) */
+	bool done;                 /* receiver had it already */
+	struct export_throttle th;
+	int rc;                    /* the receiver's error, if it sent one */
+};
+
+static int tx_handle_line(struct tx *t, const char *line)
+{
+	if (!strncmp(line, "ack ", 4)) {
+		t->acked = strtoull(line + 4, NULL, 10) + 1;
+		return 0;
+	}
+	if (!strncmp(line, "error ", 6))
+		return t->rc = peer_error(line, "the receiver refused the stream");
+	ho_err("unexpected reply from the receiver: '%.80s'", line);
+	return HO_EPROTO;
+}
+
+static int tx_drain(struct tx *t)
+{
+	char line[LINE_MAX_];
+	int rc;
+	while ((rc = line_read(&t->in, line, sizeof(line), false)) == 0)
+		if ((rc = tx_handle_line(t, line)))
+			return rc;
+	return rc == HO_EBUSY ? 0 : rc;
+}
+
+static int tx_emit(void *arg, const struct stream_piece *p)
+{
+	struct tx *t = arg;
+	char line[LINE_MAX_];
+	int rc;
+
+	if (p->kind == STREAM_EMIT_HEADER) {
+		char hello[32];
+		int n = snprintf(hello, sizeof(hello), "%s %s\n", HELLO, t->fresh ? "fresh" : "resume");
+		if (ho_write_full(t->fd, hello, (size_t)n) || ho_write_full(t->fd, p->buf, p->len))
+			return HO_ECONN;
+		t->res->wire_bytes += p->len;
+		if ((rc = line_read(&t->in, line, sizeof(line), true)))
+			return rc;
+		if (!strcmp(line, "done")) {
+			t->done = true;
+			return RESTART + 1;       /* stop generating: nothing to send */
+		}
+		if (!strncmp(line, "error ", 6))
+			return t->rc = peer_error(line, "the receiver refused the stream");
+		char hex[32];
+		unsigned long long k;
+		if (sscanf(line, "resume %llu %17s", &k, hex) != 2) {
+			ho_err("unexpected reply from the receiver: '%.80s'", line);
+			return HO_EPROTO;
+		}
+		t->skip = k;
+		t->skip_check = strtoull(hex, NULL, 16);
+		t->acked = k;
+		t->res->resumed_frames = k;
+		if (k)
+			ho_notice("the receiver has %llu frames already: resuming", k);
+		return 0;
+	}
+	if (p->seq < t->skip) {
+		if (p->kind == STREAM_EMIT_END || (p->seq == t->skip - 1 && p->check != t->skip_check)) {
+			ho_notice("the overlay changed since the interrupted transfer: starting over");
+			return RESTART;
+		}
+		return 0;
+	}
+	export_throttle(&t->th, t->o->rate_limit, p->len);
+	if (ho_write_full(t->fd, p->buf, p->len)) {
+		/* the receiver may have said why before closing */
+		tx_drain(t);
+		if (t->rc)
+			return t->rc;
+		ho_err("connection to the receiver lost after %" PRIu64 " acknowledged frames", t->acked);
+		return HO_ECONN;
+	}
+	t->res->wire_bytes += p->len;
+	return tx_drain(t);
+}
+
+static char *pending_path(const char *dir) { return ho_path_join(dir, PENDING_NAME); }
+
+int export_pending(const char *dir, uint32_t since, const char *hostport, uint32_t *until)
+{
+	char *path = pending_path(dir), *buf = NULL, hp[300];
+	unsigned s, u;
+	int rc;
+
+	if (!path)
+		return HO_ENOMEM;
+	rc = ho_read_file(path, &buf, NULL, 1024);
+	free(path);
+	if (rc)
+		return HO_ENOENT;
+	/* the receiver's address is informative only: a receiver restarted elsewhere that applied
+	 * up to since takes the same stream (from frame 0 if it has no staging of it) */
+	(void)hostport;
+	rc = sscanf(buf, "%u %u %299s", &s, &u, hp) == 3 && s == since ? 0 : HO_ENOENT;
+	if (!rc)
+		*until = u;
+	free(buf);
+	return rc;
+}
+
+int export_to_tcp(const char *dir, uint32_t until, const struct export_opts *o, const char *hostport,
+		  struct export_result *res)
+{
+	int timeout = o->timeout_ms ? o->timeout_ms : 30000, rc;
+	char *path = pending_path(dir), line[LINE_MAX_];
+	struct tx t;
+	bool fresh = false;
+
+	if (!path)
+		return HO_ENOMEM;
+	signal(SIGPIPE, SIG_IGN);
+	{
+		char buf[400];
+		int n = snprintf(buf, sizeof(buf), "%u %u %s\n", o->since, until, hostport);
+		if ((rc = ho_write_file_atomic(path, buf, (size_t)n))) {
+			ho_err("cannot write '%s': %s", path, ho_strerror(rc));
+			free(path);
+			return rc;
+		}
+	}
+	for (int attempt = 0; attempt < 2; attempt++) {
+		memset(&t, 0, sizeof(t));
+		t.o = o;
+		t.res = res;
+		t.fresh = fresh;
+		if ((rc = tcp_connect(hostport, timeout, &t.fd)))
+			break;
+		t.in.fd = t.fd;
+		rc = export_run(dir, until, o, tx_emit, &t, res);
+		if (rc == RESTART) {
+			close(t.fd);
+			fresh = true;
+			continue;
+		}
+		if (t.done) {
+			res->already_applied = true;
+			ho_notice("the receiver had applied this stream already");
+			rc = 0;
+		} else if (!rc) {
+			/* wait for "published" */
+			for (;;) {
+				if ((rc = line_read(&t.in, line, sizeof(line), true))) {
+					ho_err("connection to the receiver lost before it confirmed the stream (%s)",
+					       ho_strerror(rc));
+					rc = HO_ECONN;
+					break;
+				}
+				if (!strcmp(line, "published"))
+					break;
+				if ((rc = tx_handle_line(&t, line)))
+					break;
+			}
+		}
+		close(t.fd);
+		break;
+	}
+	free(path);
+	return rc;
+}
+
+void export_pending_clear(const char *dir)
+{
+	char *path = pending_path(dir);
+	if (path && unlink(path) == 0)
+		ho_fsync_dir(dir);
+	free(path);
+}
+
+/* ---- receiver --------------------------------------------------------------------------------- */
+
+static int rx_ack(void *arg, uint64_t seq)
+{
+	int fd = *(int *)arg;
+	return send_line(fd, "ack %" PRIu64, seq);
+}
+
+int transport_serve(struct overlay *ov, struct tracker *t, int conn_fd, const struct import_opts *opts,
+		    struct import_result *res)
+{
+	struct import_opts o = *opts;
+	struct importer *im = NULL;
+	struct lines in = { .fd = conn_fd };
+	char line[LINE_MAX_];
+	uint8_t *buf = NULL;
+	enum { BUF = 256 << 10 };
+	uint64_t frames, check;
+	bool fresh;
+	int rc;
+
+	o.keep_partial = true;
+	set_timeouts(conn_fd, 120000);
+	if ((rc = line_read(&in, line, sizeof(line), true)))
+		goto out;
+	if (strncmp(line, HELLO " ", sizeof(HELLO)) != 0) {
+		ho_err("a client spoke an unknown protocol: '%.40s'", line);
+		rc = HO_EPROTO;
+		goto out;
+	}
+	fresh = !strcmp(line + sizeof(HELLO), "fresh");
+	buf = malloc(BUF);
+	if (!buf) {
+		rc = HO_ENOMEM;
+		goto out;
+	}
+	if ((rc = import_begin(ov, t, &o, &im)))
+		goto reply;
+	import_on_frame(im, rx_ack, &conn_fd);
+	/* the header: whatever the line reader buffered first, then the socket */
+	{
+		size_t have = in.len;
+		memcpy(buf, in.buf, have);
+		in.len = 0;
+		while (have < STREAM_HEADER_LEN) {
+			ssize_t n = read(conn_fd, buf + have, STREAM_HEADER_LEN - have);
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n <= 0) {
+				rc = HO_ECONN;
+				goto out;
+			}
+			have += (size_t)n;
+		}
+		size_t len = STREAM_HEADER_LEN;
+		if ((rc = import_feed(im, buf, &len)))
+			goto reply;
+		if (import_done(im)) {          /* already applied */
+			rc = import_finish(im, res);
+			if (!rc)
+				send_line(conn_fd, "done");
+			goto reply;
+		}
+		if ((rc = import_resume(im, fresh, &frames, &check)))
+			goto reply;
+		if ((rc = send_line(conn_fd, "resume %" PRIu64 " %016" PRIx64, frames, check)))
+			goto out;
+		if (have > STREAM_HEADER_LEN) {   /* a sender does not send more before the reply */
+			rc = HO_EPROTO;
+			goto reply;
+		}
+	}
+	while (!import_done(im)) {
+		ssize_t n = read(conn_fd, buf, BUF);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			rc = n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) ? HO_ETIMEDOUT : HO_ECONN;
+			ho_err("the sender went away (%s); the staged part is kept for a resume",
+			       n == 0 ? "connection closed" : strerror(errno));
+			goto out;
+		}
+		size_t len = (size_t)n;
+		if ((rc = import_feed(im, buf, &len)))
+			goto reply;
+		if (len < (size_t)n) {
+			rc = HO_ETRAILING;
+			goto reply;
+		}
+	}
+	rc = import_finish(im, res);
+	if (!rc)
+		send_line(conn_fd, "published");
+reply:
+	if (rc) {
+		const char *msg = im ? import_errmsg(im) : "";
+		send_line(conn_fd, "error %d %s", rc, msg[0] ? msg : ho_strerror(rc));
+	}
+out:
+	import_free(im);
+	free(buf);
+	close(conn_fd);
+	return rc;
+}

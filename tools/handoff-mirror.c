@@ -1,0 +1,384 @@
+/*
+ * handoff-mirror — the destination's mount: the same FUSE view as handoff-mount over the same base
+ * images, whose overlay is fed by handoff streams (from files or stdin given on the command line,
+ * from senders on a TCP listener, and from `handoff-import` through the control socket) instead of
+ * by a local VM. Each stream is verified whole before it is published; published ranges are
+ * dropped from the kernel's page cache so readers see the new bytes. This file only joins fs/ and
+ * pipeline/ (they never include each other); see handoff-mirror(8).
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include "common/common.h"
+#include "common/ctl.h"
+#include "common/daemon.h"
+#include "overlay/overlay.h"
+#include "tracker/tracker.h"
+#include "fs/fs.h"
+#include "pipeline/pipeline.h"
+
+/* exit codes: those of handoff-mount(8) for the mount, of handoff-import(1) for a stream given
+ * on the command line (see handoff-mirror(8)) */
+enum { EX_USAGE_ = 1, EX_MOUNTPOINT = 2, EX_BASE = 3, EX_BUSY = 4, EX_CORRUPT = 5, EX_IO = 6, EX_FUSE = 7 };
+
+struct mirror {
+	struct fs *fs;
+	struct overlay *ov;
+	struct tracker *tr;
+	uint8_t *key;
+	size_t key_len;
+	const char *listen;
+	const char *port_file;
+	int listen_fd;
+	int stop_pipe[2];
+	pthread_t listener;
+	bool listening;
+	pthread_mutex_t apply_lock;     /* one stream is imported at a time */
+	uint64_t streams, failures;
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+"usage: handoff-mirror [options] [--disk BASE_DISK] [--memory BASE_MEM | --memory-size SIZE]\n"
+"                      [--listen ADDR:PORT] [--from FILE|-]... OVERLAY_DIR MOUNTPOINT\n"
+"\n"
+"Mount MOUNTPOINT/disk and MOUNTPOINT/memory over the base images like handoff-mount, and apply\n"
+"handoff streams to OVERLAY_DIR: those named with --from (before the mount serves), those sent\n"
+"by handoff-export --to to the --listen address, and those handed over by handoff-import.\n"
+"\n"
+"  --disk FILE / --memory FILE / --memory-size SIZE / --chunk-size SIZE\n"
+"                         the base images, as for handoff-mount (needed for a new overlay)\n"
+"  --listen ADDR:PORT     accept senders on this TCP address (PORT 0: any free port)\n"
+"  --port-file FILE       write the bound port to FILE once listening\n"
+"  --from FILE|-          apply this stream first (repeatable; - is standard input)\n"
+"  --key FILE             pre-shared key: accept only streams authenticated with it\n"
+"  -f, --foreground       do not daemonize\n"
+"  --ready-fd N           write \"ready\" to fd N once the mount serves requests\n"
+"  --allow-other          let other users access the mount\n"
+"  -q, --quiet / -v, --verbose / -h, --help\n");
+}
+
+static void published(void *arg, int img, uint64_t off, uint64_t len)
+{
+	struct mirror *m = arg;
+	if (m->fs) {
+		int rc = fs_invalidate(m->fs, img, off, len);
+		if (rc)
+			ho_warn("cannot drop cached pages of %s: %s", overlay_image_name(img), ho_strerror(rc));
+	}
+}
+
+static void import_options(struct mirror *m, struct import_opts *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->key = m->key;
+	o->key_len = m->key_len;
+	o->published = published;
+	o->arg = m;
+}
+
+static void log_result(const char *from, const struct import_result *r, int rc)
+{
+	if (rc)
+		ho_err("stream from %s refused: %s", from, ho_strerror(rc));
+	else if (r->already_applied)
+		ho_notice("stream from %s was applied before: nothing to do", from);
+	else
+		ho_notice("applied stream from %s: generations %u..%u, %" PRIu64 " disk and %" PRIu64
+			  " memory chunks", from, r->since + 1, r->until, r->chunks[0], r->chunks[1]);
+}
+
+static int apply_fd(struct mirror *m, int fd, const char *from, struct import_result *res)
+{
+	struct import_opts o;
+	int rc;
+	import_options(m, &o);
+	pthread_mutex_lock(&m->apply_lock);
+	rc = import_fd(m->ov, m->tr, fd, &o, res);
+	if (rc)
+		m->failures++;
+	else
+		m->streams++;
+	pthread_mutex_unlock(&m->apply_lock);
+	log_result(from, res, rc);
+	return rc;
+}
+
+/* control socket: "apply" with a stream fd (handoff-import on a mirrored overlay) */
+static void ctl_hook(struct fs *fs, const char *request, int conn, int pfd, void *arg)
+{
+	struct mirror *m = arg;
+	struct import_result r;
+	(void)fs;
+	if (strcmp(request, "apply") != 0 || pfd < 0) {
+		if (pfd >= 0)
+			close(pfd);
+		ho_ctl_reply(conn, HO_EINVAL, "unknown request '%s'", request);
+		return;
+	}
+	memset(&r, 0, sizeof(r));
+	int rc = apply_fd(m, pfd, "handoff-import", &r);
+	close(pfd);
+	if (rc)
+		ho_ctl_reply(conn, rc, "%s", ho_strerror(rc));
+	else
+		ho_ctl_reply(conn, 0, "%s %u %u %" PRIu64 " %" PRIu64, r.already_applied ? "already" : "applied",
+			     r.since, r.until, r.chunks[0], r.chunks[1]);
+}
+
+static void *listener_main(void *arg)
+{
+	struct mirror *m = arg;
+	for (;;) {
+		struct pollfd p[2] = { { .fd = m->listen_fd, .events = POLLIN }, { .fd = m->stop_pipe[0], .events = POLLIN } };
+		if (poll(p, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		if (p[1].revents)
+			break;
+		int conn = accept4(m->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+		if (conn < 0)
+			continue;
+		struct import_opts o;
+		struct import_result r;
+		memset(&r, 0, sizeof(r));
+		import_options(m, &o);
+		pthread_mutex_lock(&m->apply_lock);
+		int rc = transport_serve(m->ov, m->tr, conn, &o, &r);
+		if (rc)
+			m->failures++;
+		else
+			m->streams++;
+		pthread_mutex_unlock(&m->apply_lock);
+		log_result("a TCP sender", &r, rc);
+	}
+	return NULL;
+}
+
+static int started(struct fs *fs, void *arg)
+{
+	struct mirror *m = arg;
+	m->fs = fs;
+	if (!m->listen)
+		return 0;
+	if (pipe2(m->stop_pipe, O_CLOEXEC) < 0)
+		return ho_from_errno(errno);
+	if (pthread_create(&m->listener, NULL, listener_main, m) != 0)
+		return HO_ENOMEM;
+	m->listening = true;
+	return 0;
+}
+
+static void stopping(struct fs *fs, void *arg)
+{
+	struct mirror *m = arg;
+	(void)fs;
+	if (m->listening) {
+		if (write(m->stop_pipe[1], "x", 1) < 0)
+			ho_warn("cannot stop the listener");
+		pthread_join(m->listener, NULL);
+		m->listening = false;
+	}
+}
+
+static int exit_for(int rc)
+{
+	switch (rc) {
+	case 0: return 0;
+	case HO_EBASE: case HO_ENOENT: return EX_BASE;
+	case HO_EBUSY: return EX_BUSY;
+	case HO_ECORRUPT: case HO_EDB: return EX_CORRUPT;
+	case HO_EINVAL: return EX_USAGE_;
+	default: return EX_IO;
+	}
+}
+
+/* Open the overlay, apply the --from streams, listen, mount and serve until unmounted; returns
+ * the exit code (handoff-import's for a refused --from stream). */
+static int serve(struct mirror *m, const char *dir, const struct overlay_base_spec *bases, uint32_t chunk,
+		 const char *const *from, int nfrom, struct fs_options *opt)
+{
+	int rc, mount_exit = 0;
+	rc = overlay_open(dir, bases, chunk, OVERLAY_CREATE | OVERLAY_LOCK, &m->ov);
+	if (rc)
+		return exit_for(rc);
+	uint64_t n[OVERLAY_NIMAGES] = { overlay_nchunks(m->ov, 0), overlay_nchunks(m->ov, 1) };
+	rc = tracker_open(overlay_dir(m->ov), OVERLAY_NIMAGES, n, TRACKER_CREATE, &m->tr);
+	if (rc) {
+		ho_err("cannot open the chunk index of '%s': %s", dir, ho_strerror(rc));
+		overlay_close(m->ov);
+		return exit_for(rc);
+	}
+	struct import_opts io;
+	import_options(m, &io);
+	io.keep_partial = m->listen != NULL;     /* a TCP sender may come back to resume */
+	if ((rc = import_recover(m->ov, m->tr, &io))) {
+		ho_err("cannot recover the interrupted import in '%s': %s", dir, ho_strerror(rc));
+		goto out;
+	}
+	/* streams named on the command line: applied before the mount serves, with their exit code */
+	for (int i = 0; i < nfrom; i++) {
+		struct import_result r;
+		int fd = strcmp(from[i], "-") ? open(from[i], O_RDONLY | O_CLOEXEC) : dup(0);
+		if (fd < 0) {
+			ho_err("cannot open stream '%s': %s", from[i], strerror(errno));
+			rc = HO_ENOENT;
+			goto out;
+		}
+		memset(&r, 0, sizeof(r));
+		rc = apply_fd(m, fd, strcmp(from[i], "-") ? from[i] : "standard input", &r);
+		close(fd);
+		if (rc) {
+			tracker_close(m->tr);
+			overlay_close(m->ov);
+			return pipeline_exit_code(rc);
+		}
+	}
+	if (m->listen) {
+		uint16_t port = 0;
+		if ((rc = transport_listen(m->listen, &m->listen_fd, &port))) {
+			ho_err("cannot listen on '%s': %s", m->listen, ho_strerror(rc));
+			goto out;
+		}
+		if (m->port_file) {
+			char buf[16];
+			int len = snprintf(buf, sizeof(buf), "%u\n", port);
+			if ((rc = ho_write_file_atomic(m->port_file, buf, (size_t)len)))
+				goto out;
+		}
+		ho_info("listening on port %u", port);
+	}
+	opt->ctl_hook = ctl_hook;
+	opt->ctl_hook_arg = m;
+	opt->started = started;
+	opt->stopping = stopping;
+	opt->hook_arg = m;
+	rc = fs_mount(m->ov, m->tr, opt, &m->fs);
+	if (rc) {
+		mount_exit = rc == HO_EIO ? EX_FUSE : EX_MOUNTPOINT;
+		goto out;
+	}
+	rc = fs_run(m->fs);
+	fs_free(m->fs);
+	m->fs = NULL;
+out:
+	if (m->listen_fd >= 0)
+		close(m->listen_fd);
+	tracker_close(m->tr);
+	overlay_close(m->ov);
+	return mount_exit ? mount_exit : exit_for(rc);
+}
+
+int main(int argc, char **argv)
+{
+	enum { O_DISK = 256, O_MEMORY, O_MEMSIZE, O_CHUNK, O_READY, O_ALLOW, O_LISTEN, O_PORTFILE, O_FROM, O_KEY };
+	static const struct option longopts[] = {
+		{ "disk", required_argument, NULL, O_DISK },
+		{ "memory", required_argument, NULL, O_MEMORY },
+		{ "memory-size", required_argument, NULL, O_MEMSIZE },
+		{ "chunk-size", required_argument, NULL, O_CHUNK },
+		{ "listen", required_argument, NULL, O_LISTEN },
+		{ "port-file", required_argument, NULL, O_PORTFILE },
+		{ "from", required_argument, NULL, O_FROM },
+		{ "key", required_argument, NULL, O_KEY },
+		{ "foreground", no_argument, NULL, 'f' },
+		{ "ready-fd", required_argument, NULL, O_READY },
+		{ "allow-other", no_argument, NULL, O_ALLOW },
+		{ "quiet", no_argument, NULL, 'q' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 }
+	};
+	struct overlay_base_spec bases[OVERLAY_NIMAGES] = { { 0 } };
+	struct fs_options opt = { .ready_fd = -1 };
+	struct mirror m = { .listen_fd = -1, .stop_pipe = { -1, -1 } };
+	const char *disk = NULL, *memory = NULL, *keyfile = NULL, *from[64];
+	int nfrom = 0, c, verbosity = LOG_NOTICE, rc;
+	int report_fd = -1;
+	bool foreground = false;
+	uint64_t memsize = 0, chunk = 0;
+
+	ho_log_init(argv[0]);
+	pthread_mutex_init(&m.apply_lock, NULL);
+	while ((c = getopt_long(argc, argv, "fqvh", longopts, NULL)) != -1) {
+		switch (c) {
+		case O_DISK: disk = optarg; break;
+		case O_MEMORY: memory = optarg; break;
+		case O_MEMSIZE:
+			if (ho_parse_size(optarg, &memsize) || !memsize) {
+				ho_err("invalid memory size '%s'", optarg);
+				return EX_USAGE_;
+			}
+			break;
+		case O_CHUNK:
+			if (ho_parse_size(optarg, &chunk) || chunk > (1u << 20)) {
+				ho_err("invalid chunk size '%s'", optarg);
+				return EX_USAGE_;
+			}
+			break;
+		case O_LISTEN: m.listen = optarg; break;
+		case O_PORTFILE: m.port_file = optarg; break;
+		case O_FROM:
+			if (nfrom == (int)HO_ARRAY_SIZE(from)) {
+				ho_err("too many --from streams");
+				return EX_USAGE_;
+			}
+			from[nfrom++] = optarg;
+			break;
+		case O_KEY: keyfile = optarg; break;
+		case 'f': foreground = true; break;
+		case O_READY: opt.ready_fd = atoi(optarg); break;
+		case O_ALLOW: opt.allow_other = true; break;
+		case 'q': verbosity = LOG_ERR; break;
+		case 'v': verbosity = verbosity >= LOG_INFO ? LOG_DEBUG : LOG_INFO; break;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return EX_USAGE_;
+		}
+	}
+	ho_log_set_level(verbosity);
+	if (argc - optind != 2) {
+		ho_err("expected OVERLAY_DIR and MOUNTPOINT (see --help)");
+		return EX_USAGE_;
+	}
+	bool have_bases = disk || memory || memsize;
+	if (have_bases && (!disk || (!memory && !memsize) || (memory && memsize))) {
+		ho_err("give --disk and one of --memory or --memory-size");
+		return EX_USAGE_;
+	}
+	if (keyfile && (rc = pipeline_load_key(keyfile, &m.key, &m.key_len)))
+		return EX_USAGE_;
+	if (!keyfile)
+		ho_warn("no --key: streams are accepted unauthenticated");
+	const char *dir = argv[optind];
+	opt.mountpoint = argv[optind + 1];
+	bases[OVERLAY_DISK].path = disk;
+	bases[OVERLAY_MEMORY].path = memory;
+	bases[OVERLAY_MEMORY].size = memsize;
+	if (fs_check_mountpoint(opt.mountpoint))
+		return EX_MOUNTPOINT;
+
+	overlay_wait_released(dir, 10000);
+	/* detach first: sqlite connections and locks must be opened by the daemon itself */
+	if (!foreground) {
+		if ((rc = ho_daemonize(&report_fd))) {
+			ho_err("cannot detach: %s", ho_strerror(rc));
+			return EX_IO;
+		}
+		opt.report_fd = &report_fd;
+	}
+	int code = serve(&m, dir, have_bases ? bases : NULL, (uint32_t)chunk, from, nfrom, &opt);
+	ho_daemon_fail(&report_fd, code);      /* no-op once the daemon reported ready */
+	free(m.key);
+	return code;
+}

@@ -131,6 +131,8 @@ uint64_t ho_now_ns(void);        /* CLOCK_REALTIME in ns */
 uint64_t ho_mono_ns(void);       /* CLOCK_MONOTONIC in ns */
 /* Parse "4096", "4K", "256M", "1G", "1T" (binary units). 0 or HO_EINVAL. */
 int ho_parse_size(const char *s, uint64_t *out);
+/* Undo /proc/self/mountinfo's octal escapes (\040 for space, ...) in place. */
+void ho_unescape_mountinfo(char *s);
 /* Format bytes as "1.5 MiB" into buf. Returns buf. */
 char *ho_fmt_bytes(uint64_t bytes, char *buf, size_t len);
 

@@ -133,6 +133,7 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
 	if (!fs->opt.no_writeback_cache && (conn->capable & FUSE_CAP_WRITEBACK_CACHE))
 		conn->want |= FUSE_CAP_WRITEBACK_CACHE;
+	conn->want |= conn->capable & FUSE_CAP_SPLICE_WRITE;
 	conn->max_write = 1u << 20;
 	conn->max_readahead = 1u << 20;
 	conn->max_background = 64;
@@ -250,13 +251,21 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 
 /* ---- read ---------------------------------------------------------------------------------- */
 
+/* Reads reply with fd-backed buffers: one per run of chunks in the same state, pointing into the
+ * overlay data file or the base, so libfuse can splice them to the kernel without a copy. An
+ * all-zero base has no fd: its runs point at a static block of zeroes. A read is never answered
+ * short: FUSE takes a short read of the page cache as end of file and zero-fills the rest. */
+#define READ_STACK_RUNS 16
+static const uint8_t zero_buf[1u << 20];
+
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
 {
 	struct fs *fs = fuse_req_userdata(req);
 	int img = (int)fi->fh;
 	uint64_t isz = overlay_image_size(fs->ov, img), pos = (uint64_t)off, end;
-	uint8_t *buf;
-	int rc = 0;
+	union { struct fuse_bufvec v; char space[sizeof(struct fuse_bufvec) + READ_STACK_RUNS * sizeof(struct fuse_buf)]; } u;
+	struct fuse_bufvec *bv = &u.v;
+	int data_fd = overlay_data_fd(fs->ov, img), base_fd = overlay_base_fd(fs->ov, img);
 	(void)ino;
 
 	if (pos >= isz) {
@@ -264,33 +273,47 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
 		return;
 	}
 	end = pos + HO_MIN((uint64_t)size, isz - pos);
-	buf = malloc(end - pos);
-	if (!buf) {
-		fuse_reply_err(req, ENOMEM);
+	if (end - pos > sizeof(zero_buf)) {
+		fuse_reply_err(req, EINVAL);     /* larger than max_read: the kernel never asks */
 		return;
 	}
-	while (pos < end && rc == 0) {
+	/* at most one run per chunk touched, plus one */
+	size_t max_runs = (size_t)((end - 1) / fs->cs - pos / fs->cs + 1);
+	if (max_runs > READ_STACK_RUNS) {
+		bv = calloc(1, sizeof(struct fuse_bufvec) + max_runs * sizeof(struct fuse_buf));
+		if (!bv) {
+			fuse_reply_err(req, ENOMEM);
+			return;
+		}
+	} else {
+		memset(&u, 0, sizeof(u));
+	}
+	bv->count = 0;
+	while (pos < end) {
 		uint64_t c = pos / fs->cs;
 		bool mod = chunk_modified(fs, img, c);
 		uint64_t run_end = (c + 1) * fs->cs;
-		/* extend the run over chunks in the same state: one pread per run */
 		while (run_end < end && chunk_modified(fs, img, run_end / fs->cs) == mod)
 			run_end += fs->cs;
 		run_end = HO_MIN(run_end, end);
-		uint8_t *dst = buf + (pos - (uint64_t)off);
-		rc = mod ? overlay_read(fs->ov, img, dst, run_end - pos, pos)
-			 : overlay_read_base(fs->ov, img, dst, run_end - pos, pos);
+		struct fuse_buf *b = &bv->buf[bv->count++];
+		b->size = run_end - pos;
+		if (mod || base_fd >= 0) {
+			b->flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK | FUSE_BUF_FD_RETRY;
+			b->fd = mod ? data_fd : base_fd;
+			b->pos = (off_t)pos;
+		} else {
+			b->mem = (void *)zero_buf;
+		}
 		pos = run_end;
 	}
-	if (rc) {
-		ho_err("cannot read %s at %" PRIu64 ": %s", overlay_image_name(img), pos, ho_strerror(rc));
-		fuse_reply_err(req, ho_to_errno(rc));
-	} else {
-		if (!fs->opt.no_tracking)
-			tracker_add_io(fs->tr, end - (uint64_t)off, 0);
-		fuse_reply_buf(req, (const char *)buf, end - (uint64_t)off);
-	}
-	free(buf);
+	if (!fs->opt.no_tracking)
+		tracker_add_io(fs->tr, end - (uint64_t)off, 0);
+	int rc = fuse_reply_data(req, bv, 0);
+	if (rc)
+		ho_err("cannot reply to a read of %s at %lld: %s", overlay_image_name(img), (long long)off, strerror(-rc));
+	if (bv != &u.v)
+		free(bv);
 }
 
 /* ---- write --------------------------------------------------------------------------------- */
@@ -683,6 +706,59 @@ static void *sig_main(void *arg)
 	return NULL;
 }
 
+/* ---- kernel writeback and readahead limits of the mount -------------------------------------- */
+
+/* The "major:minor" of our mount from /proc/self/mountinfo (a stat of the mountpoint would ask
+ * this very daemon, which does not serve yet). */
+static int mount_devno(const char *mountpoint, char *out, size_t len)
+{
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	char line[8192];
+	int rc = HO_ENOENT;
+
+	while (f && fgets(line, sizeof(line), f)) {
+		char devno[32], mp[4096];
+		if (sscanf(line, "%*d %*d %31s %*s %4095s", devno, mp) != 2)
+			continue;
+		ho_unescape_mountinfo(mp);
+		if (strcmp(mp, mountpoint) == 0) {
+			snprintf(out, len, "%s", devno);
+			rc = 0;            /* keep going: the last mount on the path is ours */
+		}
+	}
+	if (f)
+		fclose(f);
+	return rc;
+}
+
+static void write_sysfs(const char *dir, const char *name, const char *value)
+{
+	char path[256];
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0 || write(fd, value, strlen(value)) < 0)
+		ho_info("cannot set %s to %s: %s", path, value, strerror(errno));
+	if (fd >= 0)
+		close(fd);
+}
+
+/* FUSE mounts start with strict per-device dirty limits (strict_limit, max_ratio 1 %) and 128 KiB
+ * readahead. For a VM's images that means guest RAM streamed to the daemon page by page as it
+ * is dirtied (each page written back again and again) and small reads. As root, allow this mount
+ * up to 20 % of the dirty threshold, non-strict, and 1 MiB readahead (handoff-mount(8)). */
+static void tune_bdi(struct fs *fs)
+{
+	char devno[32], dir[96];
+	if (fs->opt.no_bdi_tuning || mount_devno(fs->mountpoint, devno, sizeof(devno)))
+		return;
+	snprintf(dir, sizeof(dir), "/sys/class/bdi/%s", devno);
+	if (access(dir, W_OK) < 0)
+		return;
+	write_sysfs(dir, "read_ahead_kb", "1024");
+	write_sysfs(dir, "strict_limit", "0");
+	write_sysfs(dir, "max_ratio", "20");
+}
+
 /* ---- mount, run, free ---------------------------------------------------------------------- */
 
 int fs_check_mountpoint(const char *mp)
@@ -793,6 +869,7 @@ int fs_run(struct fs *fs)
 	int rc;
 
 	overlay_set_mountpoint(fs->ov, fs->mountpoint);
+	tune_bdi(fs);
 	if (pipe2(sig_pipe, O_CLOEXEC) < 0 || pipe2(fs->wake, O_CLOEXEC) < 0)
 		return ho_from_errno(errno);
 	sigemptyset(&sa.sa_mask);

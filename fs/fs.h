@@ -34,6 +34,7 @@ struct fs_options {
 	bool debug;                 /* libfuse debug output */
 	bool no_writeback_cache;    /* do not use the kernel's writeback cache */
 	bool no_tracking;           /* benchmarks only: do not record modified chunks' times */
+	bool no_bdi_tuning;         /* keep the kernel's dirty limits and readahead for the mount */
 	int ready_fd;               /* write "ready\n" here once mounted and serving; -1 = none */
 	int *report_fd;             /* a daemonized tool's report fd (common/daemon.h): fs_run()
 	                               calls ho_daemon_ready() on it once serving; NULL = none */

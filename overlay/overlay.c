@@ -595,21 +595,6 @@ int overlay_sync(struct overlay *ov)
 
 /* ---- is someone serving it? ---------------------------------------------------------------- */
 
-/* mountinfo escapes space, tab, newline and backslash as \ooo */
-static void unescape_mountinfo(char *s)
-{
-	char *out = s;
-	for (char *p = s; *p; p++) {
-		if (p[0] == '\\' && p[1] >= '0' && p[1] <= '7' && p[2] >= '0' && p[2] <= '7' && p[3] >= '0' && p[3] <= '7') {
-			*out++ = (char)((p[1] - '0') << 6 | (p[2] - '0') << 3 | (p[3] - '0'));
-			p += 3;
-		} else {
-			*out++ = *p;
-		}
-	}
-	*out = 0;
-}
-
 bool overlay_is_mounted(const char *overlay_dir)
 {
 	char *dir = realpath(overlay_dir, NULL), line[8192];
@@ -621,7 +606,7 @@ bool overlay_is_mounted(const char *overlay_dir)
 		char *sep = strstr(line, " - "), *type, *src, *save = NULL;
 		if (!sep || !(type = strtok_r(sep + 3, " ", &save)) || !(src = strtok_r(NULL, " ", &save)))
 			continue;
-		unescape_mountinfo(src);
+		ho_unescape_mountinfo(src);
 		found = strncmp(type, "fuse", 4) == 0 && strncmp(src, "handoff:", 8) == 0 && strcmp(src + 8, dir) == 0;
 	}
 	if (f)

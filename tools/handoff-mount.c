@@ -44,6 +44,7 @@ static void usage(FILE *f)
 "  --allow-other          let other users access the mount (needs user_allow_other)\n"
 "  --commit-interval MS   how often the chunk index is committed (default 1000)\n"
 "  --no-writeback-cache   do not use the kernel's writeback cache\n"
+"  --no-bdi-tuning        keep the kernel's dirty-page limits and readahead for the mount\n"
 "  --no-tracking          benchmarks only: no chunk index (nothing to export)\n"
 "  --status               print the overlay's state (live or not) and exit\n"
 "  --checkpoint           close the current generation and print its number\n"
@@ -160,7 +161,7 @@ static int mount_and_serve(const char *dir, const struct overlay_base_spec *base
 
 int main(int argc, char **argv)
 {
-	enum { O_DISK = 256, O_MEMORY, O_MEMSIZE, O_CHUNK, O_READY, O_ALLOW, O_COMMIT, O_NOWB, O_NOTRACK,
+	enum { O_DISK = 256, O_MEMORY, O_MEMSIZE, O_CHUNK, O_READY, O_ALLOW, O_COMMIT, O_NOWB, O_NOBDI, O_NOTRACK,
 	       O_STATUS, O_CHECKPOINT, O_VERSION };
 	static const struct option longopts[] = {
 		{ "disk", required_argument, NULL, O_DISK },
@@ -172,6 +173,7 @@ int main(int argc, char **argv)
 		{ "allow-other", no_argument, NULL, O_ALLOW },
 		{ "commit-interval", required_argument, NULL, O_COMMIT },
 		{ "no-writeback-cache", no_argument, NULL, O_NOWB },
+		{ "no-bdi-tuning", no_argument, NULL, O_NOBDI },
 		{ "no-tracking", no_argument, NULL, O_NOTRACK },
 		{ "status", no_argument, NULL, O_STATUS },
 		{ "checkpoint", no_argument, NULL, O_CHECKPOINT },
@@ -211,6 +213,7 @@ int main(int argc, char **argv)
 		case O_ALLOW: opt.allow_other = true; break;
 		case O_COMMIT: opt.commit_ms = (unsigned)atoi(optarg); break;
 		case O_NOWB: opt.no_writeback_cache = true; break;
+		case O_NOBDI: opt.no_bdi_tuning = true; break;
 		case O_NOTRACK: opt.no_tracking = true; break;
 		case O_STATUS: case O_CHECKPOINT: action = c; break;
 		case 'd': opt.debug = foreground = true; break;

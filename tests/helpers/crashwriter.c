@@ -57,16 +57,21 @@ int main(int argc, char **argv)
 				blks[i] = mix(ver * 31 + (uint64_t)i) % nblk;
 				fill(b, bs, blks[i], ver);
 				if (pwrite(fd, b, bs, (off_t)(blks[i] * bs)) != (ssize_t)bs)
-					return 0;   /* the daemon died: stop */
+					goto stop;   /* the daemon died: stop */
 			}
 			if (fsync(fd) < 0)
-				return 0;
+				goto stop;
 			for (int i = 0; i < batch; i++)
 				fprintf(log, "%llu %llu\n", (unsigned long long)blks[i], (unsigned long long)ver);
 			fflush(log);
 			fsync(fileno(log));
 			ver++;
 		}
+stop:
+		fclose(log);
+		free(b);
+		free(want);
+		return 0;
 	}
 	/* verify: the last acknowledged version per block */
 	uint64_t *acked = calloc(nblk, sizeof(uint64_t));
@@ -106,5 +111,11 @@ int main(int argc, char **argv)
 		}
 	}
 	printf("# crashwriter: %ld acknowledgements, %d blocks bad\n", nack, bad);
+	free(acked);
+	free(has);
+	free(b);
+	free(want);
+	if (log)
+		fclose(log);
 	return bad ? 1 : 0;
 }

@@ -137,6 +137,9 @@ int main(int argc, char **argv)
 			die("write shadow", 0, 0);
 		close(o);
 	}
+	free(shadow);
+	free(buf);
+	close(fd);
 	printf("# fsx %s: %ld writes, %ld reads, %ld mmaps, %ld fsyncs, %ld punches\n", path, counts[0],
 	       counts[1], counts[2], counts[3], counts[4]);
 	return 0;

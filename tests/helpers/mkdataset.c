@@ -156,7 +156,9 @@ static int synth_disk(const char *out, uint64_t size)
 			/* else free space */
 		}
 	}
-	return save(out, b, size);
+	int rc = save(out, b, size);
+	free(b);
+	return rc;
 }
 
 static int mut_disk(const char *bpath, const char *npath, const char *dpath, double frac)

@@ -1,0 +1,847 @@
+/*
+ * adapt.c — the adaptive operating-mode engine (see adapt.h for the model): estimates fed by the
+ * running export, a hysteretic argmax over min(processing rate, network rate / ratio), a probe
+ * scheduler with a CPU budget, a progress formatter, and a CPU meter that tells competing load from
+ * our own. Everything above the meter is pure: no clock, no I/O, no allocation after adapt_new().
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "common/common.h"
+#include "pipeline/adapt.h"
+
+#define ADAPT_MAX_MODES   64
+#define ADAPT_NAME_MAX    32
+#define NS_PER_S          1e9
+/* A thread that got at least this share of a core while it wanted all of it saw no contention. */
+#define FULL_SHARE        0.95
+/* Probe tokens (CPU ns) saved up for at most this much wall time, so a long quiet spell does not
+ * buy a burst of probes. */
+#define PROBE_BANK_NS     10000000000ull
+/* Network samples shorter than this are pooled first: single acks come in bursts. */
+#define NET_MIN_WINDOW_NS 50000000ull
+#define MIN_RATIO         1e-6
+#define MIN_RATE          1.0
+#define ADAPT_RING        4096
+
+/* An exponential moving average over irregular samples (see adapt.h). */
+struct ema {
+	double v;
+	uint64_t t;       /* time of the last update */
+	bool seen;        /* updated from an observation at least once */
+};
+
+/* A slow average for the estimate and a fast one (tau / FAST_DIV) to notice a step change: when
+ * they disagree by more than the big-change factor, the slow one jumps to the fast one. */
+struct est {
+	struct ema slow, fast;
+};
+#define FAST_DIV 5
+
+struct amode {
+	char name[ADAPT_NAME_MAX];
+	unsigned threads;     /* 0 = all cores */
+	struct ema speed;     /* input bytes per CPU-second */
+	struct ema ratio;     /* output / input */
+	uint64_t t_obs;       /* last observation of any kind */
+	bool observed;
+};
+
+struct adapt {
+	struct adapt_params p;
+	size_t n;
+	struct amode m[ADAPT_MAX_MODES];
+	size_t cur;
+	int forced;                  /* < 0: adaptive */
+
+	struct est bw;               /* network bytes/s */
+	struct est cpu;              /* fraction of cores free of competing load */
+	uint64_t net_acc_bytes, net_acc_ns;
+	bool net_acc_sat;
+	bool net_seen;
+	uint64_t net_last_sat;       /* last time a saturated sample arrived (or first sample) */
+	uint64_t net_grow_t;         /* last time the app-limited growth was applied */
+	uint64_t grow_after;         /* current wait before growing (backs off on failures) */
+	bool grown;                  /* bw estimate inflated since the last saturated sample */
+	bool grow_switch;            /* the last switch came from an inflated estimate... */
+	size_t grow_from;            /* ...away from this mode... */
+	uint64_t grow_switch_t;      /* ...at this time */
+
+	bool evaluated;              /* adapt_decide() evaluated at least once */
+	bool switched;               /* at least one switch happened */
+	bool big_pending;            /* a big change in bw or cpu since the last evaluation */
+	uint64_t last_eval, last_switch;
+	double ref_bw, ref_cpu;      /* estimates at the last evaluation */
+
+	bool probe_primed;
+	uint64_t probe_t, last_probe;
+	bool probed_once;
+	double probe_tokens;         /* CPU ns the probes may still spend */
+	double probe_reserved;       /* expected cost of the outstanding probe */
+	size_t probe_mode;
+
+	/* frames sent and not yet acknowledged (adapt_frame_sent / _acked): ring indexed by seq */
+	struct adapt_sent { uint64_t seq, cum, t; int backlog; } ring[ADAPT_RING];  /* backlog: 1, 0, -1 unknown */
+	uint64_t sent_cum;           /* wire bytes of all frames recorded */
+	uint64_t next_seq;           /* lowest seq the next frame may have */
+	bool any_sent;
+	bool ack_seen;
+	uint64_t ack_seq, ack_cum, ack_t;   /* the previous ack */
+
+	uint64_t input_remaining, bytes_sent;
+	unsigned decisions, switches, probes;
+};
+
+void adapt_params_init(struct adapt_params *p)
+{
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+	memset(p, 0, sizeof(*p));
+	p->ncores = n > 0 ? (double)n : 1.0;
+	p->initial_bw = 12.5e6;
+	p->tau_rate_ns = 2000000000ull;
+	p->tau_ratio_ns = 2000000000ull;
+	p->tau_net_ns = 500000000ull;
+	p->tau_cpu_ns = 500000000ull;
+	p->first_weight = 0.5;
+	p->hysteresis = 0.10;
+	p->min_dwell_ns = 2000000000ull;
+	p->decide_interval_ns = 1000000000ull;
+	p->big_change = 0.5;
+	p->probe_interval_ns = 1000000000ull;
+	p->probe_span = 2;
+	p->probe_budget = 0.05;
+	p->probe_bytes = 256 * 1024;
+	p->net_grow_after_ns = 250000000ull;
+	p->net_grow_rate = 3.0;
+}
+
+/* Replace zero fields with defaults, so a caller's `{ .ncores = 2 }` works too. */
+static void params_fill(struct adapt_params *p, const struct adapt_params *in)
+{
+	struct adapt_params d;
+
+	adapt_params_init(&d);
+	*p = in ? *in : d;
+#define FILL(f) do { if (!(p->f > 0)) p->f = d.f; } while (0)
+	FILL(ncores); FILL(initial_bw); FILL(tau_rate_ns); FILL(tau_ratio_ns); FILL(tau_net_ns);
+	FILL(tau_cpu_ns); FILL(first_weight); FILL(hysteresis); FILL(min_dwell_ns);
+	FILL(decide_interval_ns); FILL(big_change); FILL(probe_interval_ns); FILL(probe_span);
+	FILL(probe_budget); FILL(probe_bytes); FILL(net_grow_after_ns); FILL(net_grow_rate);
+#undef FILL
+	if (p->first_weight > 1)
+		p->first_weight = 1;
+}
+
+static double clampd(double x, double lo, double hi)
+{
+	return x < lo ? lo : x > hi ? hi : x;
+}
+
+/* Blend sample x into e. The weight grows with the time since e was last updated, or with the
+ * span of time the sample itself covers (dur), whichever is longer; the first observation gets
+ * first_w against the prior. */
+static void ema_add(struct ema *e, double x, uint64_t now, uint64_t dur, uint64_t tau, double first_w)
+{
+	double w;
+
+	if (!e->seen) {
+		w = first_w;
+	} else {
+		uint64_t dt = now > e->t ? now - e->t : 0;
+		if (dur > dt)
+			dt = dur;
+		w = 1.0 - exp(-(double)dt / (double)tau);
+	}
+	e->v += w * (x - e->v);
+	e->t = now;
+	e->seen = true;
+}
+
+static void est_add(struct adapt *a, struct est *e, double x, uint64_t now, uint64_t dur, uint64_t tau)
+{
+	double f = 1 + a->p.big_change;
+
+	ema_add(&e->slow, x, now, dur, tau, 1.0);
+	ema_add(&e->fast, x, now, dur, HO_MAX(tau / FAST_DIV, 1), 1.0);
+	if (e->fast.v > e->slow.v * f || e->fast.v < e->slow.v / f) {
+		e->slow.v = e->fast.v;
+		a->big_pending = true;
+	}
+}
+
+/* Processing rate of mode i on the cores we can have now. */
+static double proc_rate(const struct adapt *a, size_t i)
+{
+	double threads = a->m[i].threads ? (double)a->m[i].threads : a->p.ncores;
+	double cores = a->p.ncores * clampd(a->cpu.slow.v, 0.0, 1.0);
+	double use = HO_MIN(threads, cores);
+
+	/* even a saturated machine gives us a sliver; never predict zero */
+	if (use < 0.02)
+		use = 0.02;
+	return HO_MAX(a->m[i].speed.v * use, MIN_RATE);
+}
+
+static double predict(const struct adapt *a, size_t i, double *p_out, double *n_out)
+{
+	double p = proc_rate(a, i);
+	double n = HO_MAX(a->bw.slow.v, MIN_RATE) / HO_MAX(a->m[i].ratio.v, MIN_RATIO);
+
+	if (p_out)
+		*p_out = p;
+	if (n_out)
+		*n_out = n;
+	return HO_MIN(p, n);
+}
+
+/* The mode with the highest predicted consumption rate; ties go to the smaller ratio (fewer bytes
+ * on a shared link), then to the lower index. */
+static size_t best_mode(const struct adapt *a)
+{
+	size_t best = 0;
+	double bc = predict(a, 0, NULL, NULL);
+
+	for (size_t i = 1; i < a->n; i++) {
+		double c = predict(a, i, NULL, NULL);
+		if (c > bc * (1 + 1e-9) ||
+		    (c >= bc * (1 - 1e-9) && a->m[i].ratio.v < a->m[best].ratio.v)) {
+			best = i;
+			bc = c;
+		}
+	}
+	return best;
+}
+
+struct adapt *adapt_new(const struct adapt_mode_profile *modes, size_t n, const struct adapt_params *params)
+{
+	struct adapt *a;
+
+	if (!modes || n == 0 || n > ADAPT_MAX_MODES) {
+		ho_err("invalid mode table: %zu modes (1..%d allowed)", n, ADAPT_MAX_MODES);
+		return NULL;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (!modes[i].name || !modes[i].name[0] || !(modes[i].rate > 0) || !(modes[i].ratio > 0) ||
+		    !isfinite(modes[i].rate) || !isfinite(modes[i].ratio)) {
+			ho_err("invalid profile for mode %zu '%s': rate and ratio must be > 0", i,
+			       modes[i].name ? modes[i].name : "(null)");
+			return NULL;
+		}
+	}
+	a = calloc(1, sizeof(*a));
+	if (!a)
+		return NULL;
+	params_fill(&a->p, params);
+	a->n = n;
+	for (size_t i = 0; i < n; i++) {
+		snprintf(a->m[i].name, sizeof(a->m[i].name), "%s", modes[i].name);
+		a->m[i].threads = modes[i].threads;
+		a->m[i].speed.v = modes[i].rate;
+		a->m[i].ratio.v = modes[i].ratio;
+	}
+	a->forced = -1;
+	a->bw.slow.v = a->bw.fast.v = a->p.initial_bw;
+	a->cpu.slow.v = a->cpu.fast.v = 1.0;
+	a->ref_bw = a->bw.slow.v;
+	a->ref_cpu = a->cpu.slow.v;
+	a->input_remaining = UINT64_MAX;
+	a->grow_after = a->p.net_grow_after_ns;
+	a->cur = best_mode(a);
+	return a;
+}
+
+void adapt_free(struct adapt *a)
+{
+	free(a);
+}
+
+size_t adapt_mode_count(const struct adapt *a)
+{
+	return a->n;
+}
+
+const char *adapt_mode_name(const struct adapt *a, size_t idx)
+{
+	return idx < a->n ? a->m[idx].name : NULL;
+}
+
+int adapt_mode_index(const struct adapt *a, const char *name)
+{
+	for (size_t i = 0; i < a->n; i++)
+		if (strcmp(a->m[i].name, name) == 0)
+			return (int)i;
+	return HO_ENOENT;
+}
+
+int adapt_force(struct adapt *a, int idx)
+{
+	if (idx >= (int)a->n)
+		return HO_EINVAL;
+	a->forced = idx < 0 ? -1 : idx;
+	if (idx >= 0)
+		a->cur = (size_t)idx;
+	return 0;
+}
+
+/* Flag a big change when an estimate left the band around its value at the last evaluation. */
+static void check_big(struct adapt *a, double now_v, double ref)
+{
+	double f = 1 + a->p.big_change;
+
+	if (ref <= 0)
+		return;
+	if (now_v > ref * f || now_v < ref / f)
+		a->big_pending = true;
+}
+
+static void cpu_add(struct adapt *a, double frac, bool lower_bound, uint64_t now, uint64_t dur)
+{
+	frac = clampd(frac, 0.0, 1.0);
+	if (lower_bound && frac <= a->cpu.slow.v)
+		return;
+	est_add(a, &a->cpu, frac, now, dur, a->p.tau_cpu_ns);
+	check_big(a, a->cpu.slow.v, a->ref_cpu);
+}
+
+static void mode_add(struct adapt *a, size_t i, uint64_t in, uint64_t out, uint64_t cpu_ns,
+                     uint64_t wall_ns, uint64_t now)
+{
+	struct amode *m = &a->m[i];
+
+	ema_add(&m->speed, (double)in / ((double)cpu_ns / NS_PER_S), now, wall_ns, a->p.tau_rate_ns,
+	        a->p.first_weight);
+	ema_add(&m->ratio, HO_MAX((double)out / (double)in, MIN_RATIO), now, wall_ns, a->p.tau_ratio_ns,
+	        a->p.first_weight);
+	m->t_obs = now;
+	m->observed = true;
+}
+
+int adapt_observe_mode(struct adapt *a, size_t mode_idx, uint64_t input_bytes, uint64_t output_bytes,
+                       uint64_t cpu_ns, uint64_t wall_ns, unsigned threads, uint64_t now_ns)
+{
+	if (mode_idx >= a->n)
+		return HO_EINVAL;
+	if (input_bytes == 0 || cpu_ns == 0)
+		return 0;
+	mode_add(a, mode_idx, input_bytes, output_bytes, cpu_ns, wall_ns, now_ns);
+	if (wall_ns > 0) {
+		double t = threads ? (double)threads : 1.0;
+		double share = (double)cpu_ns / (t * (double)wall_ns);
+		/* the cores we actually got, as a fraction of the machine: exact when we were held back,
+		 * only a lower bound when every thread ran flat out */
+		cpu_add(a, t * HO_MIN(share, 1.0) / a->p.ncores, share >= FULL_SHARE, now_ns, wall_ns);
+	}
+	return 0;
+}
+
+int adapt_observe_probe(struct adapt *a, size_t mode_idx, uint64_t input_bytes, uint64_t output_bytes,
+                        uint64_t cpu_ns, uint64_t wall_ns, uint64_t now_ns)
+{
+	if (mode_idx >= a->n)
+		return HO_EINVAL;
+	a->probes++;
+	if (a->probe_reserved > 0 && mode_idx == a->probe_mode) {
+		a->probe_tokens += a->probe_reserved;    /* give back the estimate, charge the truth */
+		a->probe_reserved = 0;
+	}
+	a->probe_tokens -= (double)cpu_ns;
+	if (input_bytes == 0 || cpu_ns == 0)
+		return 0;
+	mode_add(a, mode_idx, input_bytes, output_bytes, cpu_ns, wall_ns, now_ns);
+	return 0;
+}
+
+void adapt_observe_net(struct adapt *a, uint64_t acked_bytes, uint64_t wall_ns, bool saturated,
+                       uint64_t now_ns)
+{
+	double x;
+
+	if (a->net_acc_ns == 0 && a->net_acc_bytes == 0)
+		a->net_acc_sat = true;
+	a->net_acc_bytes += acked_bytes;
+	a->net_acc_ns += wall_ns;
+	a->net_acc_sat = a->net_acc_sat && saturated;
+	if (a->net_acc_ns < NET_MIN_WINDOW_NS)
+		return;
+	x = (double)a->net_acc_bytes / ((double)a->net_acc_ns / NS_PER_S);
+	if (!a->net_seen) {
+		a->net_seen = true;
+		a->net_last_sat = now_ns;
+		a->net_grow_t = now_ns;
+	}
+	if (a->net_acc_sat) {
+		/* an inflated value was a guess: let the truth replace it at once */
+		est_add(a, &a->bw, x, now_ns, a->grown ? a->p.tau_net_ns * 8 : a->net_acc_ns, a->p.tau_net_ns);
+		a->grown = false;
+		a->net_last_sat = now_ns;
+		a->net_grow_t = now_ns;
+	} else if (x > a->bw.slow.v) {
+		/* app-limited: the link carried at least x, maybe much more */
+		est_add(a, &a->bw, x, now_ns, a->net_acc_ns, a->p.tau_net_ns);
+	}
+	a->net_acc_bytes = 0;
+	a->net_acc_ns = 0;
+	check_big(a, a->bw.slow.v, a->ref_bw);
+}
+
+int adapt_frame_sent(struct adapt *a, uint64_t seq, uint64_t wire_bytes, uint64_t queued_bytes, uint64_t now_ns)
+{
+	struct adapt_sent *r;
+
+	if (a->any_sent && seq < a->next_seq)
+		return HO_ESEQ;
+	a->sent_cum += wire_bytes;
+	a->bytes_sent += wire_bytes;
+	r = &a->ring[seq % ADAPT_RING];
+	r->seq = seq;
+	r->cum = a->sent_cum;
+	r->t = now_ns;
+	r->backlog = queued_bytes == UINT64_MAX ? -1 : queued_bytes > 0;
+	a->any_sent = true;
+	a->next_seq = seq + 1;
+	if (!a->ack_seen) {
+		/* the first ack is measured from the first send: nothing was outstanding before */
+		a->ack_seen = true;
+		a->ack_seq = UINT64_MAX;
+		a->ack_cum = a->sent_cum - wire_bytes;
+		a->ack_t = now_ns;
+	}
+	return 0;
+}
+
+/* Were all frames after the previous ack up to seq written into a backlog? */
+static bool acked_saturated(const struct adapt *a, uint64_t seq)
+{
+	const struct adapt_sent *r = &a->ring[seq % ADAPT_RING];
+	uint64_t first;
+
+	if (a->ack_seq == UINT64_MAX)
+		return false;                           /* the first sample: the pipe was empty */
+	if (r->backlog < 0)
+		return r->t <= a->ack_t;
+	first = seq - a->ack_seq > ADAPT_RING ? seq - ADAPT_RING + 1 : a->ack_seq + 1;
+	for (uint64_t s = first; s <= seq; s++) {
+		const struct adapt_sent *e = &a->ring[s % ADAPT_RING];
+		if (e->seq == s && e->backlog == 0)
+			return false;
+	}
+	return true;
+}
+
+int adapt_frame_acked(struct adapt *a, uint64_t seq, uint64_t now_ns)
+{
+	const struct adapt_sent *r = &a->ring[seq % ADAPT_RING];
+
+	if (!a->any_sent || seq >= a->next_seq)
+		return HO_ESEQ;
+	if (a->ack_seq != UINT64_MAX && seq <= a->ack_seq)
+		return 0;                               /* a repeat: nothing new */
+	if (r->seq != seq) {
+		/* fell out of the ring: no sample, start over from here */
+		a->ack_seq = seq;
+		a->ack_t = now_ns;
+		a->ack_cum = a->sent_cum;
+		return 0;
+	}
+	if (r->cum > a->ack_cum && now_ns > a->ack_t)
+		adapt_observe_net(a, r->cum - a->ack_cum, now_ns - a->ack_t, acked_saturated(a, seq), now_ns);
+	a->ack_cum = r->cum;
+	a->ack_seq = seq;
+	a->ack_t = now_ns;
+	return 0;
+}
+
+void adapt_observe_cpu(struct adapt *a, double available_fraction, uint64_t now_ns)
+{
+	if (!isfinite(available_fraction))
+		return;
+	cpu_add(a, available_fraction, false, now_ns, 0);
+}
+
+void adapt_set_progress(struct adapt *a, uint64_t input_remaining, uint64_t bytes_sent)
+{
+	a->input_remaining = input_remaining;
+	a->bytes_sent = bytes_sent;
+}
+
+/* While the link has not been the bottleneck for a while, what it can carry is unknown above what
+ * it did carry (a CPU-bound heavy mode on a fat link never learns how fat it is): let the estimate
+ * grow so a lighter mode gets its chance. If the link really is that fat, the lighter mode stays;
+ * if not, it fills the link, a saturated sample brings the estimate back, the engine returns to the
+ * heavier mode, and the wait before the next try doubles (up to 64 times the first). */
+static void net_grow(struct adapt *a, uint64_t now)
+{
+	uint64_t from;
+
+	if (!a->net_seen || a->p.net_grow_after_ns == UINT64_MAX || now <= a->net_grow_t)
+		return;
+	/* wait from the last saturated sample or the last switch, whichever is later: a new mode's
+	 * own samples come first */
+	from = a->net_last_sat;
+	if (a->switched && a->last_switch > from)
+		from = a->last_switch;
+	if (now - from < a->grow_after)
+		return;
+	from = HO_MAX(a->net_grow_t, from + a->grow_after);
+	if (now > from)
+		a->bw.fast.v = a->bw.slow.v *= pow(1 + a->p.net_grow_rate, (double)(now - from) / NS_PER_S);
+	a->net_grow_t = now;
+	a->grown = true;
+}
+
+/* Book-keeping for the growth back-off at a switch from a->cur to `to`. */
+static void grow_account(struct adapt *a, size_t to, uint64_t now)
+{
+	uint64_t max = a->p.net_grow_after_ns > UINT64_MAX / 64 ? UINT64_MAX : a->p.net_grow_after_ns * 64;
+
+	if (a->grow_switch) {
+		a->grow_switch = false;
+		if (to == a->grow_from && now - a->grow_switch_t < 4 * a->p.min_dwell_ns)
+			a->grow_after = a->grow_after > max / 2 ? max : a->grow_after * 2;   /* it failed */
+		else
+			a->grow_after = a->p.net_grow_after_ns;
+	}
+	if (a->grown) {
+		a->grow_switch = true;
+		a->grow_from = a->cur;
+		a->grow_switch_t = now;
+	}
+}
+
+size_t adapt_decide(struct adapt *a, uint64_t now_ns)
+{
+	size_t best;
+	double cb, cc;
+
+	net_grow(a, now_ns);
+	if (a->forced >= 0)
+		return a->cur = (size_t)a->forced;
+	/* while the bandwidth estimate is being inflated, look at every frame: the point is to leave a
+	 * CPU-bound mode as soon as a lighter one might pay */
+	if (a->evaluated && !a->big_pending && !a->grown && now_ns - a->last_eval < a->p.decide_interval_ns)
+		return a->cur;
+	a->decisions++;
+	best = best_mode(a);
+	if (best != a->cur) {
+		cb = predict(a, best, NULL, NULL);
+		cc = predict(a, a->cur, NULL, NULL);
+		/* the dwell gives way to a big change, and to a lighter mode tried on an inflated
+		 * bandwidth estimate (whose failures back off on their own) */
+		bool lighter = a->grown && best < a->cur;
+		if (cb > cc * (1 + a->p.hysteresis) &&
+		    (a->big_pending || lighter || !a->switched || now_ns - a->last_switch >= a->p.min_dwell_ns)) {
+			ho_debug("mode '%s' -> '%s': predicted %.3g -> %.3g B/s (bw %.3g B/s, cpu %.2f)",
+			         a->m[a->cur].name, a->m[best].name, cc, cb, a->bw.slow.v, a->cpu.slow.v);
+			grow_account(a, best, now_ns);
+			a->cur = best;
+			a->switched = true;
+			a->last_switch = now_ns;
+			a->switches++;
+		}
+	}
+	a->evaluated = true;
+	a->last_eval = now_ns;
+	a->big_pending = false;
+	a->ref_bw = a->bw.slow.v;
+	a->ref_cpu = a->cpu.slow.v;
+	return a->cur;
+}
+
+bool adapt_probe_due(struct adapt *a, uint64_t now_ns, size_t *mode_idx)
+{
+	size_t lo, hi, pick = SIZE_MAX;
+	double cost = 0, bank = a->p.probe_budget * (double)PROBE_BANK_NS;
+
+	if (a->forced >= 0 || a->n < 2)
+		return false;
+	if (!a->probe_primed) {
+		a->probe_primed = true;
+		a->probe_t = now_ns;
+	}
+	if (now_ns > a->probe_t) {
+		a->probe_tokens += a->p.probe_budget * (double)(now_ns - a->probe_t);
+		if (a->probe_tokens > bank)
+			a->probe_tokens = bank;
+		a->probe_t = now_ns;
+	}
+	if (a->probed_once && now_ns - a->last_probe < a->p.probe_interval_ns)
+		return false;
+	lo = a->cur > a->p.probe_span ? a->cur - a->p.probe_span : 0;
+	hi = HO_MIN(a->cur + a->p.probe_span, a->n - 1);
+	/* the neighbour whose estimate is the oldest and that the budget can pay for now; ties go to
+	 * the nearer one, then the lower index */
+	for (size_t i = lo; i <= hi; i++) {
+		double c;
+		if (i == a->cur)
+			continue;
+		c = (double)a->p.probe_bytes / a->m[i].speed.v * NS_PER_S;
+		if (c > a->probe_tokens)
+			continue;
+		if (pick != SIZE_MAX) {
+			const struct amode *p = &a->m[pick], *m = &a->m[i];
+			size_t dp = pick > a->cur ? pick - a->cur : a->cur - pick;
+			size_t di = i > a->cur ? i - a->cur : a->cur - i;
+			bool older = (!m->observed && p->observed) ||
+			             (m->observed == p->observed && m->t_obs < p->t_obs);
+			bool same = m->observed == p->observed && m->t_obs == p->t_obs;
+			if (!(older || (same && di < dp)))
+				continue;
+		}
+		pick = i;
+		cost = c;
+	}
+	if (pick == SIZE_MAX)
+		return false;
+	a->probed_once = true;
+	a->last_probe = now_ns;
+	if (a->probe_reserved > 0)
+		a->probe_reserved = 0;          /* the previous probe never reported: keep its charge */
+	a->probe_tokens -= cost;
+	a->probe_reserved = cost;
+	a->probe_mode = pick;
+	*mode_idx = pick;
+	return true;
+}
+
+double adapt_predict(const struct adapt *a, size_t idx, double *proc, double *net)
+{
+	if (idx >= a->n)
+		return -1;
+	return predict(a, idx, proc, net);
+}
+
+void adapt_status(const struct adapt *a, struct adapt_status *st)
+{
+	double p, n;
+
+	memset(st, 0, sizeof(*st));
+	st->mode = a->cur;
+	st->mode_name = a->m[a->cur].name;
+	st->bandwidth_Bps = a->bw.slow.v;
+	st->ratio = a->m[a->cur].ratio.v;
+	st->rate_Bps = predict(a, a->cur, &p, &n);
+	st->proc_Bps = p;
+	st->net_bound = n < p;
+	st->cpu_avail = a->cpu.slow.v;
+	st->bytes_sent = a->bytes_sent;
+	st->input_remaining = a->input_remaining;
+	if (a->input_remaining == UINT64_MAX)
+		st->eta_s = -1;
+	else
+		st->eta_s = (double)a->input_remaining / st->rate_Bps;
+	st->forced = a->forced >= 0;
+	st->decisions = a->decisions;
+	st->switches = a->switches;
+	st->probes = a->probes;
+}
+
+/* ---- progress lines ------------------------------------------------------------------------ */
+
+static void fmt_bits(double bps, char *buf, size_t len)
+{
+	if (bps >= 1e9)
+		snprintf(buf, len, "%.2f Gbit/s", bps / 1e9);
+	else if (bps >= 1e6)
+		snprintf(buf, len, "%.1f Mbit/s", bps / 1e6);
+	else
+		snprintf(buf, len, "%.0f kbit/s", bps / 1e3);
+}
+
+static void fmt_eta(double s, char *buf, size_t len)
+{
+	unsigned long long t;
+
+	if (!(s >= 0) || !isfinite(s) || s > 99.0 * 3600) {
+		snprintf(buf, len, "?");
+		return;
+	}
+	t = (unsigned long long)(s + 0.5);
+	if (t >= 3600)
+		snprintf(buf, len, "%llu:%02llu:%02llu", t / 3600, t / 60 % 60, t % 60);
+	else
+		snprintf(buf, len, "%llu:%02llu", t / 60, t % 60);
+}
+
+/* JSON string body of s (without quotes); mode names are ours, but be safe. */
+static void json_escape(const char *s, char *out, size_t len)
+{
+	size_t o = 0;
+
+	for (; *s && o + 7 < len; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (c == '"' || c == '\\') {
+			out[o++] = '\\';
+			out[o++] = (char)c;
+		} else if (c < 0x20) {
+			o += (size_t)snprintf(out + o, len - o, "\\u%04x", c);
+		} else {
+			out[o++] = (char)c;
+		}
+	}
+	out[o] = 0;
+}
+
+int adapt_progress_line(const struct adapt_status *st, int json, char *buf, size_t len)
+{
+	char a[32], b[32], name[4 * ADAPT_NAME_MAX + 8];
+	int r;
+
+	if (!buf || len == 0)
+		return HO_ELIMIT;
+	if (json) {
+		char eta[32];
+		json_escape(st->mode_name ? st->mode_name : "", name, sizeof(name));
+		if (st->eta_s >= 0 && isfinite(st->eta_s))
+			snprintf(eta, sizeof(eta), "%.1f", st->eta_s);
+		else
+			snprintf(eta, sizeof(eta), "null");
+		r = snprintf(buf, len,
+		             "{\"mode\":\"%s\",\"bandwidth_bps\":%.0f,\"ratio\":%.4f,\"bytes_sent\":%" PRIu64
+		             ",\"eta_s\":%s,\"rate_Bps\":%.0f,\"cpu_avail\":%.3f,\"bottleneck\":\"%s\","
+		             "\"switches\":%u,\"forced\":%s}",
+		             name, st->bandwidth_Bps * 8, st->ratio, st->bytes_sent, eta, st->rate_Bps,
+		             st->cpu_avail, st->net_bound ? "net" : "cpu", st->switches,
+		             st->forced ? "true" : "false");
+	} else {
+		char bw[32], eta[32];
+		fmt_bits(st->bandwidth_Bps * 8, bw, sizeof(bw));
+		fmt_eta(st->eta_s, eta, sizeof(eta));
+		r = snprintf(buf, len, "mode %s%s | %s | ratio %.3f | sent %s | %s/s in | cpu %.0f%% | eta %s",
+		             st->mode_name ? st->mode_name : "?", st->forced ? " (forced)" : "", bw, st->ratio,
+		             ho_fmt_bytes(st->bytes_sent, a, sizeof(a)),
+		             ho_fmt_bytes((uint64_t)st->rate_Bps, b, sizeof(b)), st->cpu_avail * 100, eta);
+	}
+	if (r < 0 || (size_t)r >= len) {
+		buf[0] = 0;
+		return HO_ELIMIT;
+	}
+	return r;
+}
+
+/* ---- CPU meter ----------------------------------------------------------------------------- */
+
+/* The aggregate "cpu" line (total and idle ticks) and procs_running (runnable threads now,
+ * ours included). */
+static int read_proc_stat(uint64_t *total, uint64_t *idle, long *running)
+{
+	char *line = NULL;
+	size_t cap = 0;
+	unsigned long long v[8] = { 0 };
+	FILE *f = fopen("/proc/stat", "re");
+	int n = 0;
+
+	if (!f) {
+		ho_err("cannot open '/proc/stat': %s", strerror(errno));
+		return HO_EIO;
+	}
+	*running = -1;
+	while (getline(&line, &cap, f) > 0) {
+		if (!strncmp(line, "cpu ", 4))
+			n = sscanf(line, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
+			           &v[4], &v[5], &v[6], &v[7]);
+		else if (!strncmp(line, "procs_running ", 14))
+			*running = strtol(line + 14, NULL, 10);
+	}
+	free(line);
+	fclose(f);
+	if (n < 4) {
+		ho_err("no 'cpu' line in '/proc/stat'");
+		return HO_EIO;
+	}
+	/* user nice system idle iowait irq softirq steal (guest time is inside user) */
+	*total = 0;
+	for (int i = 0; i < 8; i++)
+		*total += v[i];
+	*idle = v[3] + v[4];
+	return 0;
+}
+
+/* Threads of this process that are running or runnable now (state R), the caller included. */
+static long self_running(void)
+{
+	char path[64], buf[512], *p;
+	long n = 0;
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *e;
+
+	if (!d)
+		return 1;
+	while ((e = readdir(d))) {
+		FILE *f;
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/task/%.20s/stat", e->d_name);
+		if (!(f = fopen(path, "re")))
+			continue;
+		if (fgets(buf, sizeof(buf), f) && (p = strrchr(buf, ')')) && p[1] == ' ' && p[2] == 'R')
+			n++;
+		fclose(f);
+	}
+	closedir(d);
+	return n ? n : 1;
+}
+
+static uint64_t self_cpu_ns(void)
+{
+	struct rusage ru;
+
+	if (getrusage(RUSAGE_SELF, &ru) != 0)
+		return 0;
+	return ((uint64_t)ru.ru_utime.tv_sec + (uint64_t)ru.ru_stime.tv_sec) * 1000000000ull +
+	       ((uint64_t)ru.ru_utime.tv_usec + (uint64_t)ru.ru_stime.tv_usec) * 1000ull;
+}
+
+double adapt_cpu_fraction(double cpu_ns, double idle_ns, double self_ns, double ncpu, double others_runnable)
+{
+	double others, free_share, k;
+
+	if (!(cpu_ns > 0) || !(ncpu > 0))
+		return 1.0;
+	others = clampd(cpu_ns - idle_ns - self_ns, 0.0, cpu_ns);
+	free_share = 1.0 - others / cpu_ns;
+	/* While the others leave cores idle, what they leave is ours. When they want more than the
+	 * machine has, the scheduler still shares: against k busy threads of theirs, ncpu threads of
+	 * ours get ncpu / (ncpu + k). Without this, a network-bound export that idles its workers on
+	 * a busy box would read "no CPU at all" and flee to the cheapest mode. CPU time alone cannot
+	 * tell 2 hogs from 7 on 2 cores: the runnable count can. */
+	k = HO_MAX(others / cpu_ns * ncpu, others_runnable);
+	return clampd(HO_MAX(free_share, ncpu / (ncpu + k)), 0.0, 1.0);
+}
+
+int adapt_cpu_meter_sample(struct adapt_cpu_meter *m, double *available_fraction)
+{
+	uint64_t total, idle, self = self_cpu_ns();
+	double tick_ns, dt;
+	long hz = sysconf(_SC_CLK_TCK), ncpu = sysconf(_SC_NPROCESSORS_ONLN), running;
+	int err = read_proc_stat(&total, &idle, &running);
+
+	if (err)
+		return err;
+	if (!m->primed) {
+		m->total_ticks = total;
+		m->idle_ticks = idle;
+		m->self_ns = self;
+		m->primed = true;
+		return HO_ESTATE;
+	}
+	if (total < m->total_ticks + 2)
+		return HO_ETRUNC;            /* keep the old sample: the next call measures longer */
+	tick_ns = NS_PER_S / (double)(hz > 0 ? hz : 100);
+	dt = (double)(total - m->total_ticks) * tick_ns;
+	*available_fraction = adapt_cpu_fraction(dt, (double)(idle >= m->idle_ticks ? idle - m->idle_ticks : 0) * tick_ns,
+	                                         (double)(self >= m->self_ns ? self - m->self_ns : 0),
+	                                         ncpu > 0 ? (double)ncpu : 1.0,
+	                                         running > 0 ? (double)HO_MAX(running - self_running(), 0) : 0.0);
+	m->total_ticks = total;
+	m->idle_ticks = idle;
+	m->self_ns = self;
+	return 0;
+}

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# t4910-adapt-shaped.sh — the adaptive exporter on an emulated WAN (scripts/wan.sh): at 5 Mbit/s
+# it must settle on a stronger mode than at 1 Gbit/s, with a competing busy process per core it
+# must move toward cheaper compression than on an idle machine at the same rate, and every
+# transfer must leave the receiver's images byte-identical to the sender's.
+# Modes are ranked by their order in `handoff-export --list-modes` (cheapest first); the mode a
+# run "settled on" is the one named in the most --progress=json lines.
+# Skips until handoff-export has --adaptive, --progress=json and --list-modes.
+. "$(dirname "$0")/lib.sh"
+WAN="$HANDOFF_SRC/scripts/wan.sh"
+PATH=$PATH:/usr/sbin:/sbin
+[ "$(id -u)" = 0 ] || skip_all "needs root for network namespaces"
+ip netns list >/dev/null 2>&1 || skip_all "'ip netns' unavailable"
+help=$(handoff-export --help 2>&1)
+for opt in --adaptive --progress --list-modes; do
+	grep -q -- "$opt" <<<"$help" || skip_all "handoff-export has no $opt yet"
+done
+need_fuse
+MODES=$(handoff-export --list-modes 2>/dev/null | awk '{print $1}')
+[ "$(wc -l <<<"$MODES")" -ge 2 ] || bail "handoff-export --list-modes lists fewer than two modes"
+
+NAME=ta$$
+BUSY=()
+trap '"$WAN" down $NAME >/dev/null 2>&1; for p in "${BUSY[@]:-}"; do [ -n "$p" ] && kill $p 2>/dev/null; done; t_cleanup' EXIT
+
+# a 64 MiB base and 6 MiB of changes: text, random, copies of base blocks
+mkdir -p tree mnt
+find /usr/share/doc -type f -printf '%s %p\n' 2>/dev/null | awk '{ s += $1; if (s > 40e6) exit; sub(/^[0-9]+ /, ""); print }' |
+	xargs -d '\n' cp --parents -t tree 2>/dev/null
+mkfs.ext4 -q -F -d tree base.img 64M >/dev/null 2>&1 || bail "mkfs.ext4 failed"
+find /usr/share/doc -type f -name copyright | head -n 3000 | xargs cat 2>/dev/null | head -c 3M >text
+mount_overlay ovl mnt --disk base.img --memory-size 16M || bail "cannot mount the overlay"
+dd if=text of=mnt/disk bs=64K seek=16 conv=notrunc status=none
+head -c 2M /dev/urandom | dd of=mnt/disk bs=64K seek=128 conv=notrunc status=none
+dd if=base.img of=mnt/disk bs=64K skip=300 seek=200 count=16 conv=notrunc status=none
+head -c 1M text | dd of=mnt/memory bs=64K seek=8 conv=notrunc status=none
+sync mnt/disk mnt/memory
+sha_disk=$(sha256sum <mnt/disk | cut -d' ' -f1)
+sha_mem=$(sha256sum <mnt/memory | cut -d' ' -f1)
+handoff-mount --checkpoint ovl >/dev/null || bail "checkpoint failed"
+umount_overlay mnt || bail "cannot unmount"
+
+"$WAN" up $NAME 5mbit 2>err || bail "wan.sh up: $(cat err)"
+B=$("$WAN" addr $NAME b)
+n=0
+
+# adaptive transfer at the current rate; the settled mode's rank in $RANK; checks the result
+transfer() {
+	local what=$1 recv port rc irc settled
+	n=$((n + 1)); recv=recv$n
+	rm -f port ovl/export-pending
+	"$WAN" exec $NAME b handoff-import -q --listen "$B:0" --port-file port --disk base.img --memory-size 16M $recv 2>import$n.err &
+	local ipid=$!
+	for _ in $(seq 200); do [ -s port ] && break; sleep 0.05; done
+	"$WAN" exec $NAME a handoff-export --adaptive --progress=json --to "$B:$(cat port)" ovl 2>progress$n
+	rc=$?
+	wait $ipid; irc=$?
+	is "$rc:$irc" "0:0" "$what: export and import succeed"
+	settled=$(grep -o '"mode":"[^"]*"' progress$n | cut -d'"' -f4 | sort | uniq -c | sort -rn | awk 'NR==1{print $2}')
+	RANK=$(grep -nxF -- "$settled" <<<"$MODES" | cut -d: -f1)
+	if [ -n "$RANK" ]; then ok "$what: settled on '$settled' (rank $RANK of $(wc -l <<<"$MODES"))"
+	else not_ok "$what: no known mode in the progress lines ('$settled')"; RANK=0; fi
+	check "$what: progress lines carry mode, bandwidth_bps, ratio, bytes_sent, eta_s" \
+		grep -q '"mode":.*"bandwidth_bps":.*"ratio":.*"bytes_sent":.*"eta_s":' progress$n
+	mkdir -p rmnt$n
+	if mount_overlay $recv rmnt$n; then
+		is "$(sha256sum <rmnt$n/disk | cut -d' ' -f1)" "$sha_disk" "$what: receiver's disk is byte-identical"
+		is "$(sha256sum <rmnt$n/memory | cut -d' ' -f1)" "$sha_mem" "$what: receiver's memory is byte-identical"
+		umount_overlay rmnt$n
+	else
+		not_ok "$what: cannot mount the receiver's overlay"
+	fi
+}
+
+transfer "5 Mbit/s"; thin=${RANK:-0}
+"$WAN" rate $NAME 1gbit
+transfer "1 Gbit/s"; fat=${RANK:-0}
+if [ "$thin" -gt "$fat" ]; then ok "stronger mode at 5 Mbit/s (rank $thin) than at 1 Gbit/s (rank $fat)"
+else not_ok "stronger mode at 5 Mbit/s (rank $thin) than at 1 Gbit/s (rank $fat)"; fi
+
+# CPU contention at a rate where the idle machine compresses hard
+"$WAN" rate $NAME 25mbit
+transfer "25 Mbit/s, idle"; idle=${RANK:-0}
+for _ in $(seq "$(nproc)"); do sh -c 'while :; do :; done' & BUSY+=($!); done
+transfer "25 Mbit/s, $(nproc) busy processes"; loaded=${RANK:-0}
+kill "${BUSY[@]}"; BUSY=()
+check "25 Mbit/s, idle: compresses harder than the cheapest mode (rank $idle)" [ "$idle" -gt 1 ]
+if [ "$loaded" -lt "$idle" ]; then
+	ok "busy CPU moves toward cheaper compression (rank $idle -> $loaded)"
+else
+	not_ok "busy CPU moves toward cheaper compression (rank $idle -> $loaded)"
+fi
+done_testing

@@ -1,0 +1,701 @@
+/*
+ * test_adapt.c — the adaptive-mode engine as pure functions: given processing rates, link rate
+ * and ratios, which mode wins; that hysteresis holds against small oscillations and gives way to
+ * big changes; that the moving averages converge; that probes go to neighbours within their CPU
+ * budget; that the progress lines carry the promised keys; and, closed-loop against a simulated
+ * link and CPU, that adapting consumes input faster than every fixed mode under a schedule.
+ * The CPU meter is checked against a real busy child process.
+ */
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/common.h"
+#include "pipeline/adapt.h"
+#include "tests/unit/tap.h"
+
+#define S(x) ((uint64_t)((x) * 1e9))   /* seconds -> ns */
+#define MBIT(x) ((x) * 1e6 / 8)        /* Mbit/s -> bytes/s */
+
+/* cheapest first, strongest last */
+static const struct adapt_mode_profile modes[] = {
+	{ "none",    2000e6, 1.00, 0 },
+	{ "lz4",      500e6, 0.45, 0 },
+	{ "zstd-3",   120e6, 0.33, 0 },
+	{ "zstd-9",    40e6, 0.30, 0 },
+	{ "zstd-19",    3e6, 0.26, 0 },
+};
+enum { NONE, LZ4, ZSTD3, ZSTD9, ZSTD19, NMODES };
+
+static struct adapt_params params(void)
+{
+	struct adapt_params p;
+	adapt_params_init(&p);
+	p.ncores = 2;
+	return p;
+}
+
+/* Pin the bandwidth and CPU estimates: one long saturated sample replaces the estimate. */
+static void set_env(struct adapt *a, double bw, double avail, uint64_t now)
+{
+	adapt_observe_net(a, (uint64_t)(bw * 100), S(100), true, now);
+	adapt_observe_cpu(a, avail, now);
+}
+
+static void test_decision_table(void)
+{
+	static const struct {
+		double mbit, avail;
+		int want;
+	} rows[] = {
+		{ 5, 1.0, ZSTD19 },        /* thin link: strongest ratio */
+		{ 10, 1.0, ZSTD19 },
+		{ 10, 0.25, ZSTD9 },       /* same link, half a core left: cheaper */
+		{ 25, 1.0, ZSTD9 },
+		{ 100, 1.0, ZSTD9 },
+		{ 1000, 1.0, LZ4 },        /* fat link: light compression */
+		{ 1000, 0.25, LZ4 },
+		{ 10000, 1.0, NONE },      /* fatter than any compressor */
+	};
+	struct adapt_params p = params();
+
+	for (size_t i = 0; i < HO_ARRAY_SIZE(rows); i++) {
+		struct adapt *a = adapt_new(modes, NMODES, &p);
+		size_t m;
+		set_env(a, MBIT(rows[i].mbit), rows[i].avail, S(1));
+		m = adapt_decide(a, S(1));
+		if (!ok(m == (size_t)rows[i].want, "%g Mbit/s, %.0f%% cpu -> %s", rows[i].mbit,
+		        rows[i].avail * 100, modes[rows[i].want].name))
+			diag("got %s", adapt_mode_name(a, m));
+		adapt_free(a);
+	}
+}
+
+static void test_predict(void)
+{
+	struct adapt_params p = params();
+	struct adapt *a = adapt_new(modes, NMODES, &p);
+	double proc, net, c;
+
+	set_env(a, MBIT(10), 1.0, S(1));
+	c = adapt_predict(a, ZSTD19, &proc, &net);
+	ok(fabs(proc - 6e6) < 1, "P = rate per core x cores (%.0f)", proc);
+	ok(fabs(net - MBIT(10) / 0.26) < 1, "network term = bw / ratio (%.0f)", net);
+	ok(c == HO_MIN(proc, net), "C = min(P, bw / ratio)");
+	adapt_observe_cpu(a, 0.25, S(20));
+	adapt_predict(a, ZSTD19, &proc, NULL);
+	ok(fabs(proc - 1.5e6) < 1, "P counts only the free cores (%.0f)", proc);
+	ok(adapt_predict(a, NMODES, NULL, NULL) < 0, "predict rejects a bad index");
+	is_int(adapt_mode_index(a, "zstd-9"), ZSTD9, "mode index by name");
+	is_int(adapt_mode_index(a, "brotli"), HO_ENOENT, "unknown mode name");
+	adapt_free(a);
+}
+
+static void test_bad_input(void)
+{
+	struct adapt_mode_profile bad[] = { { "x", 1e6, 0.5, 0 }, { "y", 0, 0.5, 0 } };
+	struct adapt_params p = params();
+	struct adapt *a;
+	int lvl = ho_log_get_level();
+
+	ho_log_set_level(LOG_CRIT);
+	ok(adapt_new(bad, 2, &p) == NULL, "a zero rate is refused");
+	ok(adapt_new(bad, 0, &p) == NULL, "an empty table is refused");
+	ho_log_set_level(lvl);
+	a = adapt_new(bad, 1, NULL);
+	ok(a != NULL, "NULL params take the defaults");
+	is_int(adapt_observe_mode(a, 1, 1, 1, 1, 1, 1, S(1)), HO_EINVAL, "observe rejects a bad index");
+	is_int(adapt_force(a, 1), HO_EINVAL, "force rejects a bad index");
+	adapt_free(a);
+}
+
+static void test_force(void)
+{
+	struct adapt_params p = params();
+	struct adapt *a = adapt_new(modes, NMODES, &p);
+	size_t j;
+	struct adapt_status st;
+
+	is_int(adapt_force(a, NONE), 0, "force a mode");
+	set_env(a, MBIT(5), 1.0, S(1));
+	is_int(adapt_decide(a, S(1)), NONE, "a forced mode sticks on a thin link");
+	ok(!adapt_probe_due(a, S(5), &j), "no probes while forced");
+	adapt_status(a, &st);
+	ok(st.forced, "status says forced");
+	adapt_force(a, -1);
+	is_int(adapt_decide(a, S(2)), ZSTD19, "adapting again picks the strongest");
+	adapt_free(a);
+}
+
+/* ---- closed loop against a simulated machine --------------------------------------------- */
+
+struct sim {
+	struct adapt *a;
+	double t;                 /* seconds */
+	double bw;                /* true link, bytes/s */
+	double avail;             /* true free fraction of the cores */
+	double speed[NMODES];     /* true per-core speeds */
+	double ratio[NMODES];     /* true ratios */
+	bool meter;               /* feed adapt_observe_cpu (else only worker shares) */
+	bool probes;
+	double consumed;          /* dirty input consumed */
+	double probe_cpu;         /* CPU seconds spent on probes */
+	unsigned nprobes, probe_far;
+	double last_probe_t;
+	double min_probe_gap;
+};
+
+static void sim_init(struct sim *s, struct adapt *a, double mbit)
+{
+	memset(s, 0, sizeof(*s));
+	s->a = a;
+	s->t = 1;
+	s->bw = MBIT(mbit);
+	s->avail = 1;
+	s->meter = true;
+	s->probes = true;
+	s->last_probe_t = -1;
+	s->min_probe_gap = 1e9;
+	for (int i = 0; i < NMODES; i++) {
+		s->speed[i] = modes[i].rate;
+		s->ratio[i] = modes[i].ratio;
+	}
+}
+
+/* Run for `secs` in 50 ms frames: decide, process, observe what a pipeline would see. */
+static void sim_run(struct sim *s, double secs)
+{
+	const double dt = 0.05, n = 2;
+	double end = s->t + secs;
+
+	while (s->t < end - 1e-9) {
+		uint64_t now = S(s->t);
+		size_t m = adapt_decide(s->a, now), j;
+		double threads = n;                         /* every test mode uses all cores */
+		double cores = HO_MIN(threads, n * s->avail);
+		double p = s->speed[m] * cores, net = s->bw / s->ratio[m];
+		double c = HO_MIN(p, net), in = c * dt, cpu = in / s->speed[m];
+		double share = cores / threads;             /* of a core, per thread, while it runs */
+		double wall = cpu / (threads * share);      /* time the workers were busy */
+		bool sat = net <= p;
+
+		s->consumed += in;
+		adapt_observe_mode(s->a, m, (uint64_t)in, (uint64_t)(in * s->ratio[m]), (uint64_t)(cpu * 1e9),
+		                   (uint64_t)(wall * 1e9), (unsigned)threads, now);
+		adapt_observe_net(s->a, (uint64_t)(in * s->ratio[m]), S(dt), sat, now);
+		if (s->meter)
+			adapt_observe_cpu(s->a, s->avail, now);
+		if (s->probes && adapt_probe_due(s->a, now, &j)) {
+			double sample = 256 * 1024, pc = sample / s->speed[j];
+			size_t d = j > m ? j - m : m - j;
+			s->nprobes++;
+			if (d == 0 || d > 2)
+				s->probe_far++;
+			if (s->last_probe_t >= 0 && s->t - s->last_probe_t < s->min_probe_gap)
+				s->min_probe_gap = s->t - s->last_probe_t;
+			s->last_probe_t = s->t;
+			s->probe_cpu += pc;
+			adapt_observe_probe(s->a, j, (uint64_t)sample, (uint64_t)(sample * s->ratio[j]),
+			                    (uint64_t)(pc * 1e9), (uint64_t)(pc * 1e9), now);
+		}
+		s->t += dt;
+	}
+}
+
+static double sim_consume(int forced, const double *sched, size_t n, double secs, double avail);
+
+static size_t sim_mode(struct sim *s)
+{
+	struct adapt_status st;
+	adapt_status(s->a, &st);
+	return st.mode;
+}
+
+static void test_closed_loop_rates(void)
+{
+	struct adapt_params p = params();
+	struct sim s;
+
+	sim_init(&s, adapt_new(modes, NMODES, &p), 5);
+	sim_run(&s, 10);
+	is_str(adapt_mode_name(s.a, sim_mode(&s)), "zstd-19", "closed loop at 5 Mbit/s settles on the strongest");
+	adapt_free(s.a);
+
+	sim_init(&s, adapt_new(modes, NMODES, &p), 1000);
+	sim_run(&s, 10);
+	is_str(adapt_mode_name(s.a, sim_mode(&s)), "lz4", "closed loop at 1 Gbit/s settles on light compression");
+	adapt_free(s.a);
+}
+
+/* Competing load halves and halves again what the workers get: the mode moves to cheaper
+ * compression, and back when the load goes. Once through the meter, once through worker shares. */
+static void test_cpu_contention(void)
+{
+	for (int via_meter = 1; via_meter >= 0; via_meter--) {
+		struct adapt_params p = params();
+		struct sim s;
+		size_t before, during, after;
+
+		sim_init(&s, adapt_new(modes, NMODES, &p), 10);
+		s.meter = via_meter;
+		sim_run(&s, 10);
+		before = sim_mode(&s);
+		s.avail = 0.25;
+		sim_run(&s, 5);
+		during = sim_mode(&s);
+		s.avail = 1;
+		sim_run(&s, 10);
+		after = sim_mode(&s);
+		is_int(before, ZSTD19, via_meter ? "meter: idle cpu at 10 Mbit/s -> zstd-19" :
+		                                   "shares: idle cpu at 10 Mbit/s -> zstd-19");
+		ok(during < before, "%s: busy cpu -> cheaper mode (%s)", via_meter ? "meter" : "shares",
+		   adapt_mode_name(s.a, during));
+		is_int(after, ZSTD19, via_meter ? "meter: load gone -> back to zstd-19" :
+		                                  "shares: load gone -> back to zstd-19");
+		adapt_free(s.a);
+	}
+}
+
+/* Bandwidth swinging +-5.5 % around the zstd-9 / zstd-19 crossover (1.8 MB/s) every second. */
+static unsigned oscillate(double hysteresis, uint64_t dwell)
+{
+	struct adapt_params p = params();
+	struct adapt *a;
+	struct adapt_status st;
+
+	p.hysteresis = hysteresis;
+	p.min_dwell_ns = dwell;
+	a = adapt_new(modes, NMODES, &p);
+	for (double t = 1; t < 31; t += 0.05) {
+		double bw = ((long)t % 2) ? 1.7e6 : 1.9e6;
+		adapt_observe_net(a, (uint64_t)(bw * 0.05), S(0.05), true, S(t));
+		adapt_observe_cpu(a, 1.0, S(t));
+		adapt_decide(a, S(t));
+	}
+	adapt_status(a, &st);
+	adapt_free(a);
+	return st.switches;
+}
+
+static void test_hysteresis(void)
+{
+	unsigned with = oscillate(0.10, S(2)), without = oscillate(1e-9, 1);
+
+	ok(with <= 1, "small oscillations do not flap (%u switches in 30 s)", with);
+	ok(without >= 10, "...while without hysteresis they would (%u switches)", without);
+}
+
+/* A link just too fat for zstd-19 to fill (1.6 MB/s), yet too thin for zstd-9 to beat it by the
+ * hysteresis margin: the estimate growth tries the lighter mode, which fills the link and is
+ * undone; the tries must back off. */
+static void test_grow_backoff(void)
+{
+	static const double sched[] = { 5, 1.6e6 * 8 / 1e6 };
+	struct adapt_params p = params();
+	struct sim s;
+	struct adapt_status st;
+	double fixed;
+	unsigned first;
+
+	sim_init(&s, adapt_new(modes, NMODES, &p), sched[0]);
+	s.probes = false;
+	sim_run(&s, 5);
+	is_int(sim_mode(&s), ZSTD19, "5 Mbit/s: zstd-19");
+	s.bw = MBIT(sched[1]);
+	sim_run(&s, 30);
+	adapt_status(s.a, &st);
+	first = st.switches;
+	sim_run(&s, 30);
+	adapt_status(s.a, &st);
+	ok(first >= 3 && st.switches - first <= 4,
+	   "growth tries lighter modes but backs off (%u switches in the first 30 s, %u in the next)", first,
+	   st.switches - first);
+	adapt_free(s.a);
+	fixed = sim_consume(ZSTD19, sched, 2, 5, 1) + sim_consume(ZSTD19, sched + 1, 1, 55, 1);
+	ok(s.consumed >= 0.95 * fixed, "...and that costs little (%.1f%% of fixed zstd-19)", 100 * s.consumed / fixed);
+}
+
+/* A big drop right after a switch re-decides at once, dwell or not. */
+static void test_big_change(void)
+{
+	struct adapt_params p = params();
+	struct sim s;
+	double t_switch = -1, t_drop;
+	size_t m;
+
+	sim_init(&s, adapt_new(modes, NMODES, &p), 1000);
+	s.probes = false;
+	sim_run(&s, 5);
+	is_int(sim_mode(&s), LZ4, "1 Gbit/s: lz4");
+	s.bw = MBIT(100);
+	for (int i = 0; i < 60 && sim_mode(&s) != ZSTD9; i++)
+		sim_run(&s, 0.05);
+	is_int(sim_mode(&s), ZSTD9, "100 Mbit/s: zstd-9");
+	t_drop = s.t;
+	s.bw = MBIT(5);
+	for (int i = 0; i < 40; i++) {
+		sim_run(&s, 0.05);
+		m = sim_mode(&s);
+		if (m == ZSTD19) {
+			t_switch = s.t;
+			break;
+		}
+	}
+	ok(t_switch > 0 && t_switch - t_drop < 0.6,
+	   "drop to 5 Mbit/s right after a switch: zstd-19 within %.2f s (dwell is 2 s)", t_switch - t_drop);
+	adapt_free(s.a);
+}
+
+static void test_ema(void)
+{
+	struct adapt_params p = params();
+	struct adapt *a = adapt_new(modes, NMODES, &p);
+	struct adapt_status st;
+	double proc, first_err = 0;
+
+	adapt_force(a, ZSTD3);
+	adapt_observe_cpu(a, 1.0, S(1));
+	/* the data compresses worse and slower than the profile says */
+	for (double t = 1; t < 11; t += 0.05) {
+		adapt_observe_mode(a, ZSTD3, 3000000, 1500000, S(0.05), S(0.05), 1, S(t));
+		if (t < 2.0 && t + 0.05 >= 2.0) {
+			adapt_predict(a, ZSTD3, &proc, NULL);
+			first_err = fabs(proc - 120e6) / 120e6;
+		}
+	}
+	adapt_predict(a, ZSTD3, &proc, NULL);
+	adapt_status(a, &st);
+	ok(first_err > 0.05, "after one second the speed is still on its way (%.0f%% off)", first_err * 100);
+	ok(fabs(proc - 120e6) / 120e6 < 0.02, "speed converges: 60 MB/s per core x 2 = %.1f MB/s", proc / 1e6);
+	ok(fabs(st.ratio - 0.5) < 0.01, "ratio converges to 0.5 (%.3f)", st.ratio);
+
+	for (double t = 11; t < 14; t += 0.05)
+		adapt_observe_net(a, (uint64_t)(MBIT(10) * 0.05), S(0.05), true, S(t));
+	adapt_status(a, &st);
+	ok(fabs(st.bandwidth_Bps - MBIT(10)) / MBIT(10) < 0.02, "bandwidth converges to 10 Mbit/s (%.2f)",
+	   st.bandwidth_Bps * 8 / 1e6);
+	/* app-limited samples are lower bounds */
+	for (double t = 14; t < 15; t += 0.05) {
+		adapt_observe_net(a, (uint64_t)(MBIT(2) * 0.05), S(0.05), false, S(t));
+		adapt_decide(a, S(t));
+	}
+	adapt_status(a, &st);
+	ok(st.bandwidth_Bps >= MBIT(9.9), "app-limited samples do not lower the estimate (%.2f Mbit/s)",
+	   st.bandwidth_Bps * 8 / 1e6);
+	for (double t = 15; t < 22; t += 0.05) {
+		adapt_observe_net(a, (uint64_t)(MBIT(2) * 0.05), S(0.05), false, S(t));
+		adapt_decide(a, S(t));
+	}
+	adapt_status(a, &st);
+	ok(st.bandwidth_Bps > MBIT(15), "a long unsaturated spell lets the estimate grow (%.1f Mbit/s)",
+	   st.bandwidth_Bps * 8 / 1e6);
+	for (double t = 22; t < 25; t += 0.05)
+		adapt_observe_net(a, (uint64_t)(MBIT(10) * 0.05), S(0.05), true, S(t));
+	adapt_status(a, &st);
+	ok(fabs(st.bandwidth_Bps - MBIT(10)) / MBIT(10) < 0.05, "saturated samples bring it back (%.2f Mbit/s)",
+	   st.bandwidth_Bps * 8 / 1e6);
+	adapt_free(a);
+}
+
+/* A sender producing 64 KiB frames at `produce` bytes/s into a link of `link` bytes/s; each frame
+ * is acked `delay` s after it crossed; sends and acks are fed to the engine in time order, with
+ * what the socket still held before each write (or UINT64_MAX with !queue_known). */
+static void ack_sim(struct adapt *a, double produce, double link, double delay, bool queue_known, double t0,
+                    double secs)
+{
+	const double f = 65536;
+	double finish = t0;
+	size_t nf = (size_t)(secs * produce / f), acked = 0;
+	static double fin[1 << 16];
+	static uint64_t base_seq;
+
+	for (size_t i = 0; i < nf; i++) {
+		double ts = t0 + (double)i * f / produce;
+		uint64_t queued = 0;
+		while (acked < i && fin[acked % 65536] + delay <= ts) {
+			adapt_frame_acked(a, base_seq + acked, S(fin[acked % 65536] + delay));
+			acked++;
+		}
+		for (size_t j = i; j-- > 0 && fin[j % 65536] > ts;)
+			queued += (uint64_t)f;
+		adapt_frame_sent(a, base_seq + i, (uint64_t)f, queue_known ? queued : UINT64_MAX, S(ts));
+		finish = HO_MAX(finish, ts) + f / link;
+		fin[i % 65536] = finish;
+	}
+	for (; acked < nf; acked++)
+		adapt_frame_acked(a, base_seq + acked, S(fin[acked % 65536] + delay));
+	base_seq += nf;
+}
+
+static void test_acks(void)
+{
+	struct adapt_params p = params();
+	struct adapt *a;
+	struct adapt_status st;
+
+	for (int known = 1; known >= 0; known--) {
+		a = adapt_new(modes, NMODES, &p);
+		ack_sim(a, 10e6, MBIT(10), 0.0005, known, 1, 5);
+		adapt_status(a, &st);
+		ok(fabs(st.bandwidth_Bps - MBIT(10)) / MBIT(10) < 0.03,
+		   "acks (%s): a link-bound sender measures the link (%.2f Mbit/s)", known ? "queue known" : "by timing",
+		   st.bandwidth_Bps * 8 / 1e6);
+		if (known)
+			ok(st.bytes_sent >= 49000000, "acks: bytes_sent counts what went out (%" PRIu64 ")", st.bytes_sent);
+		adapt_free(a);
+	}
+
+	a = adapt_new(modes, NMODES, &p);
+	ack_sim(a, 5e6, MBIT(1000), 0.0005, true, 1, 2);
+	adapt_status(a, &st);
+	ok(st.bandwidth_Bps >= p.initial_bw * 0.999, "acks: a CPU-bound sender does not drag the estimate down (%.1f Mbit/s)",
+	   st.bandwidth_Bps * 8 / 1e6);
+	ack_sim(a, 5e6, MBIT(1000), 0.050, true, 3, 2);
+	adapt_status(a, &st);
+	ok(st.bandwidth_Bps >= p.initial_bw * 0.999, "acks: ...not even when the receiver acks 50 ms late (%.1f Mbit/s)",
+	   st.bandwidth_Bps * 8 / 1e6);
+	ack_sim(a, 50e6, MBIT(1000), 0.0005, true, 5, 2);
+	adapt_status(a, &st);
+	ok(st.bandwidth_Bps >= 45e6 && st.bandwidth_Bps < 60e6,
+	   "acks: ...but raises it to what it saw go through (%.0f Mbit/s)", st.bandwidth_Bps * 8 / 1e6);
+	is_int(adapt_frame_sent(a, 0, 100, 0, S(8)), HO_ESEQ, "acks: a seq going backwards is refused");
+	is_int(adapt_frame_acked(a, 1u << 30, S(8)), HO_ESEQ, "acks: an ack for a frame never sent is refused");
+	adapt_free(a);
+}
+
+static void test_probes(void)
+{
+	struct adapt_params p = params();
+	struct sim s;
+	double secs = 60;
+	double est_ratio;
+
+	sim_init(&s, adapt_new(modes, NMODES, &p), 100);
+	/* zstd-3 really does much better on this data than its profile says */
+	s.ratio[ZSTD3] = 0.2;
+	sim_run(&s, secs);
+	ok(s.nprobes >= 10, "probes are scheduled (%u in %.0f s)", s.nprobes, secs);
+	is_int(s.probe_far, 0, "probes go to neighbours only, never the current mode");
+	ok(s.min_probe_gap >= 0.999, "probes are spaced (min gap %.2f s)", s.min_probe_gap);
+	ok(s.probe_cpu <= 0.05 * secs + 0.5, "probe CPU within the 5%% budget (%.2f s of %.0f s)", s.probe_cpu,
+	   secs);
+	adapt_predict(s.a, ZSTD3, NULL, NULL);
+	{
+		struct adapt *a = s.a;
+		adapt_force(a, ZSTD3);
+		struct adapt_status st;
+		adapt_status(a, &st);
+		est_ratio = st.ratio;
+	}
+	ok(fabs(est_ratio - 0.2) < 0.02, "probes brought zstd-3's ratio estimate to the data (%.3f)", est_ratio);
+	adapt_force(s.a, -1);
+	sim_run(&s, 5);
+	is_int(sim_mode(&s), ZSTD3, "...and the engine moved to it");
+	adapt_free(s.a);
+}
+
+/* Closed loop over fixed rates, CPU contention and schedules: the engine must stay close to the
+ * best fixed mode of each scenario (it pays for discovering the link), while every fixed mode is
+ * far from the best somewhere. That is "beats every fixed setting" in its worst case. */
+static double sim_consume(int forced, const double *sched, size_t n, double secs, double avail)
+{
+	struct adapt_params p = params();
+	struct sim s;
+	double c;
+
+	sim_init(&s, adapt_new(modes, NMODES, &p), sched[0]);
+	s.avail = avail;
+	if (forced >= 0)
+		adapt_force(s.a, forced);
+	for (size_t i = 0; i < n; i++) {
+		s.bw = MBIT(sched[i]);
+		sim_run(&s, secs);
+	}
+	c = s.consumed;
+	adapt_free(s.a);
+	return c;
+}
+
+static void test_beats_static(void)
+{
+	static const struct {
+		double sched[4];
+		size_t n;
+		double secs, avail;
+	} sc[] = {
+		{ { 5 }, 1, 20, 1 }, { { 10 }, 1, 20, 1 }, { { 25 }, 1, 20, 1 }, { { 100 }, 1, 20, 1 },
+		{ { 1000 }, 1, 20, 1 }, { { 10 }, 1, 20, 0.25 }, { { 100 }, 1, 20, 0.25 },
+		{ { 1000 }, 1, 20, 0.25 }, { { 25, 5, 100 }, 3, 10, 1 }, { { 1000, 5, 100 }, 3, 10, 1 },
+		{ { 5, 100, 10, 1000 }, 4, 10, 1 },
+	};
+	double worst_adaptive = 1, worst_static[NMODES];
+
+	for (int m = 0; m < NMODES; m++)
+		worst_static[m] = 1;
+	for (size_t i = 0; i < HO_ARRAY_SIZE(sc); i++) {
+		double got[NMODES], best = 0, ad;
+		for (int m = 0; m < NMODES; m++) {
+			got[m] = sim_consume(m, sc[i].sched, sc[i].n, sc[i].secs, sc[i].avail);
+			best = HO_MAX(best, got[m]);
+		}
+		ad = sim_consume(-1, sc[i].sched, sc[i].n, sc[i].secs, sc[i].avail);
+		worst_adaptive = HO_MIN(worst_adaptive, ad / best);
+		for (int m = 0; m < NMODES; m++)
+			worst_static[m] = HO_MIN(worst_static[m], got[m] / best);
+		diag("scenario %zu (%g Mbit/s first, cpu %.2f): adaptive at %.0f%% of the best fixed mode", i,
+		     sc[i].sched[0], sc[i].avail, 100 * ad / best);
+	}
+	ok(worst_adaptive >= 0.90, "adaptive reaches >= 90%% of the best fixed mode in every scenario (worst %.0f%%)",
+	   worst_adaptive * 100);
+	for (int m = 0; m < NMODES; m++)
+		ok(worst_static[m] < worst_adaptive, "fixed %s is worse in its worst scenario (%.0f%%)", modes[m].name,
+		   worst_static[m] * 100);
+}
+
+static void test_progress(void)
+{
+	struct adapt_params p = params();
+	struct adapt *a = adapt_new(modes, NMODES, &p);
+	struct adapt_status st;
+	char buf[512], tiny[8];
+	int n;
+
+	set_env(a, MBIT(5), 1.0, S(1));
+	adapt_decide(a, S(1));
+	adapt_set_progress(a, 100000000, 12345678);
+	adapt_status(a, &st);
+	ok(fabs(st.eta_s - 100000000 / st.rate_Bps) < 1e-6, "eta = remaining / predicted rate (%.1f s)", st.eta_s);
+	ok(st.net_bound, "5 Mbit/s: the network is the bottleneck");
+	n = adapt_progress_line(&st, 1, buf, sizeof(buf));
+	ok(n > 0 && (size_t)n == strlen(buf), "json line written (%d bytes)", n);
+	diag("%s", buf);
+	ok(strstr(buf, "\"mode\":\"zstd-19\"") != NULL, "json: mode");
+	ok(strstr(buf, "\"bandwidth_bps\":5000000,") != NULL, "json: bandwidth_bps in bits/s");
+	ok(strstr(buf, "\"ratio\":0.2600,") != NULL, "json: ratio");
+	ok(strstr(buf, "\"bytes_sent\":12345678,") != NULL, "json: bytes_sent");
+	ok(strstr(buf, "\"eta_s\":41.6,") != NULL, "json: eta_s");
+	ok(buf[0] == '{' && buf[n - 1] == '}' && !strchr(buf, '\n'), "json: one object, one line");
+	n = adapt_progress_line(&st, 0, buf, sizeof(buf));
+	diag("%s", buf);
+	ok(n > 0 && strstr(buf, "mode zstd-19") && strstr(buf, "5.0 Mbit/s") && strstr(buf, "ratio 0.260") &&
+	   strstr(buf, "sent 11.8 MiB") && strstr(buf, "eta 0:42"), "human line: mode, bandwidth, ratio, sent, eta");
+	adapt_set_progress(a, UINT64_MAX, 0);
+	adapt_status(a, &st);
+	adapt_progress_line(&st, 1, buf, sizeof(buf));
+	ok(strstr(buf, "\"eta_s\":null") != NULL, "json: unknown eta is null");
+	adapt_progress_line(&st, 0, buf, sizeof(buf));
+	ok(strstr(buf, "eta ?") != NULL, "human: unknown eta is '?'");
+	is_int(adapt_progress_line(&st, 1, tiny, sizeof(tiny)), HO_ELIMIT, "too small a buffer is refused");
+	is_str(tiny, "", "...and left empty");
+	adapt_free(a);
+}
+
+static void test_cpu_fraction(void)
+{
+	const double s = 1e9;   /* one second on each of 2 CPUs: 2e9 CPU-ns */
+
+	ok(fabs(adapt_cpu_fraction(2 * s, 2 * s, 0, 2, 0) - 1.0) < 1e-9, "fraction: idle machine -> 1");
+	ok(fabs(adapt_cpu_fraction(2 * s, 0, 2 * s, 2, 0) - 1.0) < 1e-9, "fraction: only our own work -> 1");
+	ok(fabs(adapt_cpu_fraction(2 * s, 1.6 * s, 0, 2, 0) - 2 / 2.4) < 1e-9,
+	   "fraction: 0.4 cores of load -> 2 / 2.4 (a share, not just the idle 0.8)");
+	ok(fabs(adapt_cpu_fraction(2 * s, 1 * s, 0, 2, 1) - 2.0 / 3) < 1e-9,
+	   "fraction: one hog, a core idle -> 2/3 (shared three ways)");
+	ok(fabs(adapt_cpu_fraction(2 * s, 0, 0, 2, 2) - 0.5) < 1e-9, "fraction: two hogs, we idle -> fair share 1/2");
+	ok(fabs(adapt_cpu_fraction(2 * s, 0, 0, 2, 7) - 2.0 / 9) < 1e-9, "fraction: seven hogs -> 2/9");
+	ok(fabs(adapt_cpu_fraction(2 * s, 0, 1 * s, 2, 1) - 2.0 / 3) < 1e-9,
+	   "fraction: one hog taking a core from us -> 2/3");
+	ok(fabs(adapt_cpu_fraction(0, 0, 0, 2, 0) - 1.0) < 1e-9, "fraction: empty interval -> 1");
+}
+
+/* The meter against a real neighbour: a child spinning on one of two cores. */
+static pid_t spin(void)
+{
+	pid_t pid = fork();
+	if (pid == 0) {
+		volatile unsigned long x = 0;
+		alarm(5);
+		for (;;)
+			x++;
+	}
+	return pid;
+}
+
+/* The meter against real neighbours: spinning children. More load can only lower the reading, so
+ * the upper bounds hold on a busy test machine too. */
+static void test_cpu_meter(void)
+{
+	struct adapt_cpu_meter m = { 0 };
+	double base = -1, one = -1, many = -1, own = -1;
+	struct timespec ts = { 0, 300000000 }, t0, t1;
+	pid_t pids[16];
+	long n = sysconf(_SC_NPROCESSORS_ONLN), nmany = HO_MIN(2 * n, 16);
+	volatile unsigned long x = 0;
+
+	is_int(adapt_cpu_meter_sample(&m, &base), HO_ESTATE, "meter: first sample primes");
+	nanosleep(&ts, NULL);
+	is_int(adapt_cpu_meter_sample(&m, &base), 0, "meter: second sample measures");
+
+	pids[0] = spin();
+	nanosleep(&ts, NULL);
+	adapt_cpu_meter_sample(&m, &one);
+	nanosleep(&ts, NULL);
+	is_int(adapt_cpu_meter_sample(&m, &one), 0, "meter: sample under load");
+	kill(pids[0], SIGKILL);
+	waitpid(pids[0], NULL, 0);
+	ok(one <= (double)n / (n + 1) + 0.05, "meter: one busy neighbour on %ld cores leaves %.2f (<= %.2f; idle before: %.2f)",
+	   n, one, (double)n / (n + 1), base);
+
+	for (long i = 0; i < nmany; i++)
+		pids[i] = spin();
+	nanosleep(&ts, NULL);
+	adapt_cpu_meter_sample(&m, &many);
+	nanosleep(&ts, NULL);
+	adapt_cpu_meter_sample(&m, &many);
+	for (long i = 0; i < nmany; i++) {
+		kill(pids[i], SIGKILL);
+		waitpid(pids[i], NULL, 0);
+	}
+	ok(many <= (double)n / (n + nmany) + 0.05,
+	   "meter: %ld busy neighbours leave %.2f (<= %.2f: the runnable count, not CPU time alone)", nmany, many,
+	   (double)n / (n + nmany));
+
+	/* our own work is not competing load */
+	adapt_cpu_meter_sample(&m, &own);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	do {
+		for (int i = 0; i < 100000; i++)
+			x++;
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+	} while ((t1.tv_sec - t0.tv_sec) * 1000000000L + (t1.tv_nsec - t0.tv_nsec) < 300000000L);
+	adapt_cpu_meter_sample(&m, &own);
+	if (base > 0.9)
+		ok(own > 0.85, "meter: our own busy loop is not contention (%.2f)", own);
+	else
+		ok(1, "meter: own-load check skipped, machine already busy (%.2f) # SKIP", base);
+}
+
+int main(void)
+{
+	ho_log_init("test_adapt");
+	test_decision_table();
+	test_predict();
+	test_bad_input();
+	test_force();
+	test_closed_loop_rates();
+	test_cpu_contention();
+	test_hysteresis();
+	test_grow_backoff();
+	test_big_change();
+	test_ema();
+	test_acks();
+	test_probes();
+	test_beats_static();
+	test_progress();
+	test_cpu_fraction();
+	test_cpu_meter();
+	return done_testing();
+}

@@ -80,6 +80,9 @@ int ho_pwrite_full(int fd, const void *buf, size_t len, uint64_t off);
  * only at end of input. */
 ssize_t ho_read_full(int fd, void *buf, size_t len);
 int ho_write_full(int fd, const void *buf, size_t len);
+/* Wait until listen_fd has a connection or stop_fd becomes readable. Returns 1 for a
+ * connection, 0 once stop_fd is readable (the caller stops), or a negative enum ho_err. */
+int ho_wait_accept(int listen_fd, int stop_fd);
 /* fsync the directory that holds path (or the directory path itself if is_dir). */
 int ho_fsync_dir(const char *path);
 /* Durably replace path with buf: temp file, fsync, rename, fsync directory. */

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <libgen.h>
+#include <poll.h>
 #include "common/common.h"
 
 ssize_t ho_pread_full(int fd, void *buf, size_t len, uint64_t off)
@@ -191,4 +192,20 @@ char *ho_path_join(const char *dir, const char *name)
 	p[a] = '/';
 	memcpy(p + a + 1, name, b + 1);
 	return p;
+}
+
+int ho_wait_accept(int listen_fd, int stop_fd)
+{
+	for (;;) {
+		struct pollfd p[2] = { { .fd = listen_fd, .events = POLLIN }, { .fd = stop_fd, .events = POLLIN } };
+		if (poll(p, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			return ho_from_errno(errno);
+		}
+		if (p[1].revents)
+			return 0;
+		if (p[0].revents)
+			return 1;
+	}
 }

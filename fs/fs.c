@@ -615,15 +615,7 @@ static void ctl_status(struct fs *fs, int conn)
 static void *ctl_main(void *arg)
 {
 	struct fs *fs = arg;
-	for (;;) {
-		struct pollfd p[2] = { { .fd = fs->ctl_fd, .events = POLLIN }, { .fd = fs->wake[0], .events = POLLIN } };
-		if (poll(p, 2, -1) < 0) {
-			if (errno == EINTR)
-				continue;
-			break;
-		}
-		if (p[1].revents)
-			break;
+	while (ho_wait_accept(fs->ctl_fd, fs->wake[0]) == 1) {
 		char req[HO_CTL_LINE];
 		int conn, pfd;
 		if (ho_ctl_accept(fs->ctl_fd, &conn, req, sizeof(req), &pfd))

@@ -97,13 +97,16 @@ static void log_result(const char *from, const struct import_result *r, int rc)
 			  " memory chunks", from, r->since + 1, r->until, r->chunks[0], r->chunks[1]);
 }
 
-static int apply_fd(struct mirror *m, int fd, const char *from, struct import_result *res)
+/* Import one stream, one at a time: from fd read to its end, or (tcp) from a sender on a
+ * connection, with acknowledgements. Counts and logs the outcome. */
+static int apply_stream(struct mirror *m, int fd, bool tcp, const char *from, struct import_result *res)
 {
 	struct import_opts o;
 	int rc;
 	import_options(m, &o);
+	memset(res, 0, sizeof(*res));
 	pthread_mutex_lock(&m->apply_lock);
-	rc = import_fd(m->ov, m->tr, fd, &o, res);
+	rc = tcp ? transport_serve(m->ov, m->tr, fd, &o, res) : import_fd(m->ov, m->tr, fd, &o, res);
 	if (rc)
 		m->failures++;
 	else
@@ -125,8 +128,7 @@ static void ctl_hook(struct fs *fs, const char *request, int conn, int pfd, void
 		ho_ctl_reply(conn, HO_EINVAL, "unknown request '%s'", request);
 		return;
 	}
-	memset(&r, 0, sizeof(r));
-	int rc = apply_fd(m, pfd, "handoff-import", &r);
+	int rc = apply_stream(m, pfd, false, "handoff-import", &r);
 	close(pfd);
 	if (rc)
 		ho_ctl_reply(conn, rc, "%s", ho_strerror(rc));
@@ -138,30 +140,12 @@ static void ctl_hook(struct fs *fs, const char *request, int conn, int pfd, void
 static void *listener_main(void *arg)
 {
 	struct mirror *m = arg;
-	for (;;) {
-		struct pollfd p[2] = { { .fd = m->listen_fd, .events = POLLIN }, { .fd = m->stop_pipe[0], .events = POLLIN } };
-		if (poll(p, 2, -1) < 0) {
-			if (errno == EINTR)
-				continue;
-			break;
-		}
-		if (p[1].revents)
-			break;
+	while (ho_wait_accept(m->listen_fd, m->stop_pipe[0]) == 1) {
 		int conn = accept4(m->listen_fd, NULL, NULL, SOCK_CLOEXEC);
 		if (conn < 0)
 			continue;
-		struct import_opts o;
 		struct import_result r;
-		memset(&r, 0, sizeof(r));
-		import_options(m, &o);
-		pthread_mutex_lock(&m->apply_lock);
-		int rc = transport_serve(m->ov, m->tr, conn, &o, &r);
-		if (rc)
-			m->failures++;
-		else
-			m->streams++;
-		pthread_mutex_unlock(&m->apply_lock);
-		log_result("a TCP sender", &r, rc);
+		apply_stream(m, conn, true, "a TCP sender", &r);     /* closes conn */
 	}
 	return NULL;
 }
@@ -236,8 +220,7 @@ static int serve(struct mirror *m, const char *dir, const struct overlay_base_sp
 			rc = HO_ENOENT;
 			goto out;
 		}
-		memset(&r, 0, sizeof(r));
-		rc = apply_fd(m, fd, strcmp(from[i], "-") ? from[i] : "standard input", &r);
+		rc = apply_stream(m, fd, false, strcmp(from[i], "-") ? from[i] : "standard input", &r);
 		close(fd);
 		if (rc) {
 			tracker_close(m->tr);

@@ -351,7 +351,7 @@ int main(int argc, char **argv)
 	if (fs_check_mountpoint(opt.mountpoint))
 		return EX_MOUNTPOINT;
 
-	overlay_wait_released(dir, 10000);
+	overlay_wait_released(dir, 30000);
 	/* detach first: sqlite connections and locks must be opened by the daemon itself */
 	if (!foreground) {
 		if ((rc = ho_daemonize(&report_fd))) {

@@ -85,7 +85,7 @@ static int do_status(const char *dir)
 	struct tracker_stats st;
 	char mp[PATH_MAX] = "";
 	int pid = 0, rc;
-	overlay_wait_released(dir, 10000);
+	overlay_wait_released(dir, 30000);
 	bool live = overlay_lock_holder(dir, &pid, mp, sizeof(mp)) == 0;
 
 	if (live && mp[0]) {
@@ -129,7 +129,7 @@ static int do_checkpoint(const char *dir)
 	struct tracker *tr;
 	char reply[64];
 	uint32_t closed;
-	overlay_wait_released(dir, 10000);
+	overlay_wait_released(dir, 30000);
 	int rc = ho_ctl_call(dir, "checkpoint", -1, 60000, reply, sizeof(reply));
 
 	if (rc == 0) {
@@ -255,7 +255,7 @@ int main(int argc, char **argv)
 	if (fs_check_mountpoint(opt.mountpoint))
 		return EX_MOUNTPOINT;
 
-	overlay_wait_released(dir, 10000);     /* "fusermount3 -u; handoff-mount" just works */
+	overlay_wait_released(dir, 30000);     /* "fusermount3 -u; handoff-mount" just works */
 	/* detach first: sqlite connections and locks must be opened by the daemon itself */
 	if (!foreground) {
 		int rc = ho_daemonize(&report_fd);

@@ -45,17 +45,15 @@ struct fs {
 	uint32_t cs;                         /* chunk size */
 	struct timespec mtime;               /* stable mtime reported for every file */
 	pthread_mutex_t stripe[NSTRIPES];    /* guards copy-up of an unmodified chunk */
-	pthread_rwlock_t excl;               /* writes shared, fs_exclusive() exclusive */
 	_Atomic uint64_t *nt_bits[OVERLAY_NIMAGES];   /* --no-tracking: modified bitmap */
 
 	pthread_t flusher, ctl_thread, sig_thread;
-	bool threads_started;
 	pthread_mutex_t flush_lock;          /* guards stop, flush_cond */
 	pthread_cond_t flush_cond;
 	bool stop;
 	int ctl_fd;                          /* listening control socket */
 	int wake[2];                         /* wakes the control thread at shutdown */
-	int first_err;                       /* first durability error (sticky) */
+	_Atomic int first_err;               /* first durability error (sticky) */
 };
 
 static int sig_pipe[2] = { -1, -1 };
@@ -92,8 +90,8 @@ int fs_sync(struct fs *fs)
 	rc = tracker_commit(fs->tr, durable_cb, fs->ov);
 	if (rc) {
 		ho_err("cannot commit the chunk index: %s", ho_strerror(rc));
-		if (!fs->first_err)
-			fs->first_err = rc;
+		int none = 0;
+		atomic_compare_exchange_strong(&fs->first_err, &none, rc);
 	}
 	return rc;
 }
@@ -404,7 +402,6 @@ static int write_range(struct fs *fs, int img, const uint8_t *src, uint64_t off,
 	uint64_t pos = off, end = off + len, now = ho_now_ns();
 	int rc = 0;
 
-	pthread_rwlock_rdlock(&fs->excl);
 	while (pos < end && rc == 0) {
 		uint64_t c = pos / fs->cs;
 		uint64_t whole = whole_unmodified_run(fs, img, pos, end);
@@ -430,7 +427,6 @@ static int write_range(struct fs *fs, int img, const uint8_t *src, uint64_t off,
 			chunk_mark(fs, img, c, (run_end - 1) / fs->cs - c + 1, now);
 		pos = run_end;
 	}
-	pthread_rwlock_unlock(&fs->excl);
 	return rc;
 }
 
@@ -809,7 +805,6 @@ int fs_mount(struct overlay *ov, struct tracker *tr, const struct fs_options *op
 	fs->mountpoint = realpath(opt->mountpoint, NULL);
 	for (int i = 0; i < NSTRIPES; i++)
 		pthread_mutex_init(&fs->stripe[i], NULL);
-	pthread_rwlock_init(&fs->excl, NULL);
 	pthread_mutex_init(&fs->flush_lock, NULL);
 	pthread_cond_init(&fs->flush_cond, NULL);
 	if (!fs->mountpoint) {
@@ -872,7 +867,6 @@ int fs_run(struct fs *fs)
 	pthread_create(&fs->flusher, NULL, flusher_main, fs);
 	pthread_create(&fs->ctl_thread, NULL, ctl_main, fs);
 	pthread_create(&fs->sig_thread, NULL, sig_main, fs);
-	fs->threads_started = true;
 	bool started_ok = true;
 	if (fs->opt.started && (rc = fs->opt.started(fs, fs->opt.hook_arg)) != 0) {
 		ho_err("cannot start serving: %s", ho_strerror(rc));
@@ -910,7 +904,6 @@ int fs_run(struct fs *fs)
 	pthread_join(fs->flusher, NULL);
 	pthread_join(fs->ctl_thread, NULL);
 	pthread_join(fs->sig_thread, NULL);
-	fs->threads_started = false;
 	fs_sync(fs);
 	fuse_session_unmount(fs->se);
 	ho_ctl_unlink(overlay_dir(fs->ov));
@@ -936,15 +929,6 @@ void fs_free(struct fs *fs)
 
 struct overlay *fs_overlay(struct fs *fs) { return fs->ov; }
 struct tracker *fs_tracker(struct fs *fs) { return fs->tr; }
-
-int fs_exclusive(struct fs *fs, int (*cb)(struct fs *fs, void *arg), void *arg)
-{
-	int rc;
-	pthread_rwlock_wrlock(&fs->excl);
-	rc = cb(fs, arg);
-	pthread_rwlock_unlock(&fs->excl);
-	return rc;
-}
 
 int fs_invalidate(struct fs *fs, int img, uint64_t off, uint64_t len)
 {

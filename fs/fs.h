@@ -65,9 +65,6 @@ void fs_free(struct fs *fs);
 
 struct overlay *fs_overlay(struct fs *fs);
 struct tracker *fs_tracker(struct fs *fs);
-/* Block all writes through the mount while cb runs (the mirror publishing a stream), then drop
- * the kernel's cached pages of every range cb reported with fs_invalidate_later(). */
-int fs_exclusive(struct fs *fs, int (*cb)(struct fs *fs, void *arg), void *arg);
 /* Drop the kernel page cache of [off, off+len) of image img (after the overlay changed under it). */
 int fs_invalidate(struct fs *fs, int img, uint64_t off, uint64_t len);
 /* Commit now (data durable first). */

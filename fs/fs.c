@@ -927,8 +927,6 @@ void fs_free(struct fs *fs)
 	free(fs);
 }
 
-struct overlay *fs_overlay(struct fs *fs) { return fs->ov; }
-struct tracker *fs_tracker(struct fs *fs) { return fs->tr; }
 
 int fs_invalidate(struct fs *fs, int img, uint64_t off, uint64_t len)
 {

@@ -33,7 +33,7 @@ struct fs_options {
 	bool allow_other;           /* -o allow_other (off by default) */
 	bool debug;                 /* libfuse debug output */
 	bool no_writeback_cache;    /* do not use the kernel's writeback cache */
-	bool no_tracking;           /* benchmarks only: do not record modified chunks' times */
+	bool no_tracking;           /* benchmarks only: an in-memory bitmap instead of the tracker */
 	bool no_bdi_tuning;         /* keep the kernel's dirty limits and readahead for the mount */
 	int ready_fd;               /* write "ready\n" here once mounted and serving; -1 = none */
 	int *report_fd;             /* a daemonized tool's report fd (common/daemon.h): fs_run()
@@ -63,8 +63,6 @@ int fs_run(struct fs *fs);
 /* Free what fs_mount allocated (after fs_run). */
 void fs_free(struct fs *fs);
 
-struct overlay *fs_overlay(struct fs *fs);
-struct tracker *fs_tracker(struct fs *fs);
 /* Drop the kernel page cache of [off, off+len) of image img (after the overlay changed under it). */
 int fs_invalidate(struct fs *fs, int img, uint64_t off, uint64_t len);
 /* Commit now (data durable first). */

@@ -596,9 +596,13 @@ int baseidx_open(const char *cache_dir, const struct overlay_identity *id, int f
 /* ---- sent set --------------------------------------------------------------------------------- */
 
 /* Two open-addressing tables with linear probing and backward-shift deletion:
- * by fingerprint (fp -> location, seq) and by location (location -> fp). */
+ * by fingerprint (fp -> the location references name, its seq) and by location (location -> fp,
+ * seq, and the next location holding the same content). Every location holding an fp is on a
+ * list that starts at the fingerprint entry's location, so when that one is rewritten another
+ * copy takes its place (data copied around in one round stays referenceable in the next). */
+#define NOLOC UINT64_MAX
 struct sent_ent { uint8_t fp[16]; uint64_t loc; uint64_t seq; bool used; };
-struct loc_ent { uint64_t loc; uint8_t fp[16]; bool used; };
+struct loc_ent { uint64_t loc; uint8_t fp[16]; uint64_t seq, next; bool used; };
 
 struct sentset {
 	pthread_rwlock_t lock;
@@ -606,6 +610,7 @@ struct sentset {
 	struct loc_ent *lt;    /* guarded by lock */
 	size_t cap, n, ln;     /* guarded by lock; cap: power of two, same for both tables */
 	uint64_t key;          /* hash key, set once at creation */
+	struct sentset_lineage lineage;   /* guarded by lock */
 };
 
 static uint64_t mkloc(int img, uint64_t idx) { return (uint64_t)img << 56 | (idx & ((1ull << 56) - 1)); }
@@ -732,9 +737,22 @@ static void invalidate_locked(struct sentset *s, uint64_t loc)
 	size_t li = lt_find(s, loc);
 	if (!s->lt[li].used)
 		return;
+	uint64_t next = s->lt[li].next;
 	size_t fi = ft_find(s, s->lt[li].fp);
-	if (s->ft[fi].used && s->ft[fi].loc == loc)
-		ft_delete(s, fi);
+	if (s->ft[fi].used && s->ft[fi].loc == loc) {
+		if (next != NOLOC) {             /* the next copy becomes the reference */
+			s->ft[fi].loc = next;
+			s->ft[fi].seq = s->lt[lt_find(s, next)].seq;
+		} else {
+			ft_delete(s, fi);
+		}
+	} else if (s->ft[fi].used) {             /* unlink loc from the list of its content */
+		size_t pi = lt_find(s, s->ft[fi].loc);
+		while (s->lt[pi].used && s->lt[pi].next != loc && s->lt[pi].next != NOLOC)
+			pi = lt_find(s, s->lt[pi].next);
+		if (s->lt[pi].used && s->lt[pi].next == loc)
+			s->lt[pi].next = next;
+	}
 	lt_delete(s, lt_find(s, loc));
 }
 
@@ -752,13 +770,19 @@ int sentset_add(struct sentset *s, const uint8_t fp[16], int img, uint64_t idx, 
 		goto out;                              /* same content at the same place */
 	invalidate_locked(s, loc);
 	size_t fi = ft_find(s, fp);
-	if (s->ft[fi].used)
-		goto out;                              /* an earlier copy stays the reference */
-	memcpy(s->ft[fi].fp, fp, 16);
-	s->ft[fi].loc = loc, s->ft[fi].seq = seq, s->ft[fi].used = true;
-	s->n++;
+	uint64_t next = NOLOC;
+	if (s->ft[fi].used) {
+		/* an earlier copy stays the reference; this one goes on its list, right after it */
+		size_t hi = lt_find(s, s->ft[fi].loc);
+		next = s->lt[hi].next;
+		s->lt[hi].next = loc;
+	} else {
+		memcpy(s->ft[fi].fp, fp, 16);
+		s->ft[fi].loc = loc, s->ft[fi].seq = seq, s->ft[fi].used = true;
+		s->n++;
+	}
 	li = lt_find(s, loc);
-	s->lt[li].loc = loc, s->lt[li].used = true;
+	s->lt[li].loc = loc, s->lt[li].used = true, s->lt[li].seq = seq, s->lt[li].next = next;
 	memcpy(s->lt[li].fp, fp, 16);
 	s->ln++;
 out:
@@ -795,30 +819,52 @@ size_t sentset_count(struct sentset *s)
 	return n;
 }
 
-#define SENT_MAGIC "HOSENT1\n"
+void sentset_set_lineage(struct sentset *s, const struct sentset_lineage *l)
+{
+	pthread_rwlock_wrlock(&s->lock);
+	s->lineage = *l;
+	pthread_rwlock_unlock(&s->lock);
+}
+
+void sentset_get_lineage(struct sentset *s, struct sentset_lineage *l)
+{
+	pthread_rwlock_rdlock(&s->lock);
+	*l = s->lineage;
+	pthread_rwlock_unlock(&s->lock);
+}
+
+#define SENT_MAGIC "HOSENT2\n"
+#define SENT_HDR 40
 #define SENT_ENT 25
 
 int sentset_save(struct sentset *s, const char *path)
 {
 	pthread_rwlock_rdlock(&s->lock);
-	size_t len = 24 + s->n * SENT_ENT + 8;
+	size_t len = SENT_HDR + s->ln * SENT_ENT + 8;
 	uint8_t *b = malloc(len), *p;
 	if (!b) {
 		pthread_rwlock_unlock(&s->lock);
 		return HO_ENOMEM;
 	}
 	memcpy(b, SENT_MAGIC, 8);
-	ho_put_le32(b + 8, 1);
-	ho_put_le32(b + 12, 0);
-	ho_put_le64(b + 16, s->n);
-	p = b + 24;
-	for (size_t i = 0; i < s->cap; i++) {
-		if (!s->ft[i].used)
-			continue;
-		memcpy(p, s->ft[i].fp, 16);
-		p[16] = (uint8_t)(s->ft[i].loc >> 56);
-		ho_put_le64(p + 17, s->ft[i].loc & ((1ull << 56) - 1));
-		p += SENT_ENT;
+	ho_put_le32(b + 8, 2);
+	ho_put_le32(b + 12, s->lineage.until);
+	ho_put_le64(b + 16, s->ln);
+	memcpy(b + 24, s->lineage.stream, 16);
+	p = b + SENT_HDR;
+	/* every location, the reference of each content first (it stays the reference on load) */
+	for (int pass = 0; pass < 2; pass++) {
+		for (size_t i = 0; i < s->cap; i++) {
+			if (!s->lt[i].used)
+				continue;
+			size_t fi = ft_find(s, s->lt[i].fp);
+			if ((s->ft[fi].used && s->ft[fi].loc == s->lt[i].loc) != (pass == 0))
+				continue;
+			memcpy(p, s->lt[i].fp, 16);
+			p[16] = (uint8_t)(s->lt[i].loc >> 56);
+			ho_put_le64(p + 17, s->lt[i].loc & ((1ull << 56) - 1));
+			p += SENT_ENT;
+		}
 	}
 	pthread_rwlock_unlock(&s->lock);
 	ho_put_le64(p, ho_xxh64(b, len - 8));
@@ -838,19 +884,21 @@ int sentset_load(const char *path, struct sentset **out)
 		return rc;
 	const uint8_t *u = (const uint8_t *)b;
 	rc = HO_ECORRUPT;
-	if (len < 32 || memcmp(u, SENT_MAGIC, 8) || ho_get_le32(u + 8) != 1 ||
+	if (len < SENT_HDR + 8 || memcmp(u, SENT_MAGIC, 8) || ho_get_le32(u + 8) != 2 ||
 	    ho_get_le64(u + len - 8) != ho_xxh64(u, len - 8))
 		goto out;
 	uint64_t n = ho_get_le64(u + 16);
-	if (n > len / SENT_ENT || 24 + n * SENT_ENT + 8 != len)
+	if (n > len / SENT_ENT || SENT_HDR + n * SENT_ENT + 8 != len)
 		goto out;
 	struct sentset *s = sentset_new();
 	if (!s) {
 		rc = HO_ENOMEM;
 		goto out;
 	}
+	s->lineage.until = ho_get_le32(u + 12);
+	memcpy(s->lineage.stream, u + 24, 16);
 	for (uint64_t i = 0; i < n; i++) {
-		const uint8_t *e = u + 24 + i * SENT_ENT;
+		const uint8_t *e = u + SENT_HDR + i * SENT_ENT;
 		uint64_t idx = ho_get_le64(e + 17);
 		if (e[16] >= OVERLAY_NIMAGES || idx >> 56) {
 			rc = HO_ECORRUPT;

@@ -48,8 +48,12 @@
  *   - lookups pass the record's own seq, and only entries with a smaller seq (earlier records of
  *     this stream, or earlier rounds) are returned; the receiver applies records in stream order
  *     and resolves a sent-ref against its current (staged) content of that location;
- *   - the persisted set is only used for a stream that follows the one that produced it (the
- *     stream format's generation chain enforces this).
+ *   - the persisted set is only used for a stream that follows the one that produced it: the set
+ *     carries its lineage (the generation `until` and the id of the stream after which it was
+ *     saved); the exporter uses it only for --since == until and names that stream id in the
+ *     header's basis field, and the receiver refuses such a stream unless the stream it applied
+ *     last is that very stream (handoff-stream(5)). The END digest over the reconstructed bytes
+ *     is the backstop for anything else (a receiver changed behind our back).
  * Output is deterministic whatever the number of encoding threads, because the set is filled in
  * stream order before the parallel encode.
  *
@@ -142,8 +146,18 @@ int sentset_lookup(struct sentset *s, const uint8_t fp[16], uint64_t before_seq,
 		   uint64_t *idx);
 size_t sentset_count(struct sentset *s);
 
-/* Persist / restore (durable replace; loaded entries get seq 0). Format: "HOSENT1\n", u32 version 1,
- * u32 reserved, u64 count, count x {16-byte fp, u8 image, u64 idx}, XXH3-64 of all before.
+/* What a persisted set describes: the receiver's images after it applied stream `stream` of this
+ * sender, which ended at generation `until` (all zero: nothing, a new set). */
+struct sentset_lineage {
+	uint32_t until;
+	uint8_t stream[16];
+};
+void sentset_set_lineage(struct sentset *s, const struct sentset_lineage *l);
+void sentset_get_lineage(struct sentset *s, struct sentset_lineage *l);
+
+/* Persist / restore with the lineage (durable replace; loaded entries get seq 0). Format:
+ * "HOSENT2\n", u32 version 2, u32 until, u64 count, 16-byte stream id,
+ * count x {16-byte fp, u8 image, u64 idx}, XXH3-64 of all before.
  * load: HO_ENOENT (no file), HO_ECORRUPT. */
 int sentset_save(struct sentset *s, const char *path);
 int sentset_load(const char *path, struct sentset **out);

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <pthread.h>
 #include <time.h>
@@ -24,6 +25,7 @@
 #include "common/ctl.h"
 #include "overlay/overlay.h"
 #include "tracker/tracker.h"
+#include "pipeline/adapt.h"
 #include "pipeline/codec.h"
 #include "pipeline/dedup.h"
 #include "pipeline/delta.h"
@@ -33,6 +35,8 @@
 #include "pipeline/export_int.h"
 
 #define SENDER_ID_NAME "stream-sender-id"
+#define SENTSET_NAME   "sentset"           /* what the receiver holds from earlier exports */
+#define SENTSET_NEXT   "sentset.next"      /* ... after this one, until it is known applied */
 
 int pipeline_exit_code(int err)
 {
@@ -347,8 +351,13 @@ int export_list_modes(void)
 
 #define RUN_MAX (1u << 20)
 #define WALK_MAX_THREADS 64
+#define ADAPT_FRAME (256u << 10)   /* adaptive: frames small enough to follow the link */
+#define ADAPT_RUN   (256u << 10)   /* adaptive: a decision per run of at most this */
+#define CALIBRATE_BYTES (64u << 10)
 
 struct walk {
+	const char *dir;
+	const struct export_opts *o;
 	struct overlay *ov;
 	struct stream_enc *enc;
 	struct export_mode mode;
@@ -370,7 +379,139 @@ struct walk {
 	size_t rec_cap;
 	struct chunk_rec *recs;
 	uint64_t seq;                      /* chunks (records) so far: seq of the last one */
+	bool history;                      /* the sent set came from earlier exports */
+	struct sentset_lineage lineage;    /* ... and describes the receiver after that stream */
+
+	/* the adaptive engine (adapt.h): picks the mode per run (adaptive) and makes progress lines */
+	struct adapt *ad;                  /* NULL: a fixed mode, no progress lines */
+	bool adaptive;
+	size_t cur;                        /* mode_get() index of the mode in use */
+	struct chunk_enc **mces;           /* adaptive: mode_count() x nthreads chunk encoders */
+	struct codec_ctx *pctx;            /* probes */
+	uint8_t *pbuf, *pout;
+	size_t pbuf_cap, pout_cap;
+	stream_emit_fn emit;               /* the sink, wrapped (walk_emit) to time it */
+	void *emit_arg;
+	uint64_t io_ns;                    /* time spent in the sink and reading the overlay */
+	uint64_t obs_in, obs_out0, obs_cpu0, obs_wall0, obs_io0;   /* since the last observation */
+	uint64_t total_input;              /* dirty bytes in the stream (for the ETA) */
+	uint64_t last_meter_ns, last_progress_ns;
+	struct adapt_cpu_meter meter;
+	bool calibrated;                   /* every mode was probed once on this data */
+	uint64_t run_max;                  /* bytes per run: the unit of mode decisions */
 };
+
+/* Initial profiles of the named modes for the adaptive engine: input bytes per CPU-second on one
+ * core and output/input ratio, measured with tests/helpers/pipebench on the synthetic dataset of
+ * bench/pipeline.sh (a shared 2-core machine, so rough); the engine refines both from what the
+ * running export measures. Modes not listed get a cautious guess. */
+static const struct { const char *name; double rate, ratio; } profiles[] = {
+	{ "raw", 2000e6, 1.0 }, { "lz4", 500e6, 0.46 }, { "xor-lz4", 400e6, 0.26 },
+	{ "delta-lz4", 190e6, 0.20 }, { "delta-zstd3", 80e6, 0.152 }, { "delta-zstd9", 30e6, 0.150 },
+	{ "delta-lzma6", 4.5e6, 0.140 }, { "best", 5e6, 0.138 },
+};
+
+static unsigned export_threads(const struct export_opts *o)
+{
+	long n;
+	if (o->threads)
+		return o->threads;
+	if (!o->adaptive)
+		return 1;
+	n = sysconf(_SC_NPROCESSORS_ONLN);     /* adaptive: use the cores there are */
+	return n > 0 ? (unsigned)HO_MIN(n, (long)WALK_MAX_THREADS) : 1;
+}
+
+static uint64_t cpu_ns(clockid_t c)
+{
+	struct timespec ts;
+	return clock_gettime(c, &ts) == 0 ? (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec : 0;
+}
+
+int export_adapt_new(const struct export_opts *o, struct adapt **out)
+{
+	struct adapt_mode_profile prof[64];
+	struct adapt_params par;
+	size_t n = HO_MIN(mode_count(), HO_ARRAY_SIZE(prof));
+	unsigned threads = export_threads(o);
+	int forced = -1;
+
+	*out = NULL;
+	if (!o->adaptive && !o->progress)
+		return 0;
+	for (size_t i = 0; i < n; i++) {
+		const struct mode *m = mode_get(i);
+		prof[i] = (struct adapt_mode_profile){ m->name, 10e6, 0.5, threads };
+		for (size_t k = 0; k < HO_ARRAY_SIZE(profiles); k++)
+			if (!strcmp(profiles[k].name, m->name)) {
+				prof[i].rate = profiles[k].rate;
+				prof[i].ratio = profiles[k].ratio;
+			}
+		if (!o->adaptive && o->mode && !strcmp(o->mode, m->name))
+			forced = (int)i;
+	}
+	if (!o->adaptive && (forced < 0 || !strcmp(o->mode, "raw")))
+		return 0;                  /* progress of a fixed mode outside the chunk encoder: none */
+	adapt_params_init(&par);
+	if (!(*out = adapt_new(prof, n, &par)))
+		return HO_ENOMEM;
+	if (forced >= 0)
+		adapt_force(*out, forced);
+	return 0;
+}
+
+/* One progress line on stderr (not through ho_log: its prefix would break JSON lines). */
+static void walk_progress(struct walk *w, uint64_t now, bool force)
+{
+	struct adapt_status st;
+	char line[512];
+
+	if (!w->ad || !w->o->progress || (!force && now - w->last_progress_ns < 500000000ull))
+		return;
+	w->last_progress_ns = now;
+	adapt_set_progress(w->ad, w->total_input - HO_MIN(w->total_input, w->res->input_bytes), w->res->wire_bytes);
+	adapt_status(w->ad, &st);
+	if (adapt_progress_line(&st, w->o->progress == 2, line, sizeof(line)) > 0) {
+		fprintf(stderr, "%s%s\n", w->o->progress == 2 ? "" : "handoff-export: ", line);
+		fflush(stderr);
+	}
+}
+
+/* Start a new observation window (after a mode switch or a probe). */
+static void obs_reset(struct walk *w, uint64_t now)
+{
+	w->obs_in = 0;
+	w->obs_out0 = w->res->wire_bytes;
+	w->obs_cpu0 = cpu_ns(CLOCK_PROCESS_CPUTIME_ID);
+	w->obs_wall0 = now;
+	w->obs_io0 = w->io_ns;
+}
+
+/* A frame went out: what the mode in use did since the last frame (CPU of all threads, wall time
+ * without the sink and overlay reads, input and output bytes). */
+static void walk_observe(struct walk *w, uint64_t now)
+{
+	uint64_t cpu = cpu_ns(CLOCK_PROCESS_CPUTIME_ID), io = w->io_ns - w->obs_io0;
+	uint64_t wall = now - w->obs_wall0;
+
+	if (w->obs_in && cpu > w->obs_cpu0 && wall > io)
+		adapt_observe_mode(w->ad, w->cur, w->obs_in, w->res->wire_bytes - w->obs_out0, cpu - w->obs_cpu0,
+				   wall - io, w->nthreads, now);
+	obs_reset(w, now);
+}
+
+static int walk_emit(void *arg, const struct stream_piece *p)
+{
+	struct walk *w = arg;
+	uint64_t t0 = ho_mono_ns(), t1;
+	int rc = w->emit(w->emit_arg, p);
+
+	t1 = ho_mono_ns();
+	w->io_ns += t1 - t0;
+	if (!rc && w->ad && p->kind == STREAM_EMIT_FRAME)
+		walk_observe(w, t1);
+	return rc;
+}
 
 struct slice {
 	struct walk *w;
@@ -385,8 +526,50 @@ static int base_read(void *arg, int img, void *buf, size_t len, uint64_t off)
 	return overlay_read_base(arg, img, buf, len, off);
 }
 
-/* Set up the chunk encoder of a mode.h mode: base reader, base indexes (cached), a sent set for
- * this stream (references to chunks sent earlier in it). */
+/* The sender's current copy of a chunk it is about to reference (SENTREF verification): a
+ * referenced chunk was sent, so it is a modified chunk of the overlay. A chunk that changed since
+ * it was sent no longer compares equal, and the reference is not made. */
+static int sent_verify_read(void *arg, int img, uint64_t idx, void *buf, size_t len)
+{
+	struct walk *w = arg;
+	if (idx >= overlay_nchunks(w->ov, img))
+		return HO_EINVAL;
+	return overlay_read(w->ov, img, buf, len, idx * w->cs);
+}
+
+/* The sent set this export starts from: what earlier exports sent, if the last of them ended at
+ * our --since (the receiver then holds exactly that, see dedup.h), else an empty one. */
+static int sent_open(struct walk *w)
+{
+	char *path = ho_path_join(w->dir, SENTSET_NAME);
+	int rc;
+
+	if (!path)
+		return HO_ENOMEM;
+	rc = w->o->no_history || w->o->since == 0 ? HO_ENOENT : sentset_load(path, &w->sent);
+	if (rc == 0) {
+		sentset_get_lineage(w->sent, &w->lineage);
+		if (w->lineage.until == w->o->since && sentset_count(w->sent) > 0) {
+			w->history = true;
+			ho_info("referencing %zu chunks sent by earlier exports (up to generation %u)",
+				sentset_count(w->sent), w->lineage.until);
+		} else {
+			ho_info("the record of sent chunks in '%s' is for generation %u, not %u: not using it",
+				path, w->lineage.until, w->o->since);
+			sentset_free(w->sent);
+			w->sent = NULL;
+		}
+	} else if (rc != HO_ENOENT) {
+		ho_warn("cannot load '%s' (%s): not referencing chunks of earlier exports", path, ho_strerror(rc));
+	}
+	free(path);
+	if (!w->sent && !(w->sent = sentset_new()))
+		return HO_ENOMEM;
+	return 0;
+}
+
+/* Set up the chunk encoder of a mode.h mode: base reader, base indexes (cached), the sent set
+ * (references to chunks sent earlier in this stream and, see sent_open, in earlier ones). */
 static int walk_full_init(struct walk *w)
 {
 	const struct mode *m = w->mode.full;
@@ -397,9 +580,9 @@ static int walk_full_init(struct walk *w)
 	w->dbase.arg = w->ov;
 	for (int i = 0; i < OVERLAY_NIMAGES; i++) {
 		w->dbase.size[i] = overlay_base_identity(w->ov, i)->size;
-		if ((m->dedup & MODE_DEDUP_BASE) || (m->delta == MODE_DELTA_DICT && m->far)) {
+		if (w->adaptive || (m->dedup & MODE_DEDUP_BASE) || (m->delta == MODE_DELTA_DICT && m->far)) {
 			rc = baseidx_open(NULL, overlay_base_identity(w->ov, i), overlay_base_fd(w->ov, i), w->cs,
-					  m->far ? 0 : BASEIDX_NO_ANCHORS, &w->bidx[i], NULL);
+					  w->adaptive || m->far ? 0 : BASEIDX_NO_ANCHORS, &w->bidx[i], NULL);
 			if (rc) {
 				ho_warn("no base index for '%s' (%s): exporting without it", overlay_image_name(i),
 					ho_strerror(rc));
@@ -408,25 +591,51 @@ static int walk_full_init(struct walk *w)
 			w->dbase.index[i] = w->bidx[i];
 		}
 	}
-	if ((m->dedup & MODE_DEDUP_SENT) && !(w->sent = sentset_new()))
-		return HO_ENOMEM;
+	if ((w->adaptive || (m->dedup & MODE_DEDUP_SENT)) && (rc = sent_open(w)))
+		return rc;
 	w->rec_cap = chunk_payload_bound(w->cs);
 	w->rec = malloc((RUN_MAX / w->cs) * w->rec_cap);
 	w->recs = calloc(RUN_MAX / w->cs, sizeof(*w->recs));
 	if (!w->rec || !w->recs)
 		return HO_ENOMEM;
 	w->nthreads = HO_MAX(1u, HO_MIN(w->nthreads, (unsigned)WALK_MAX_THREADS));
-	for (unsigned i = 0; i < w->nthreads; i++)
+	if (w->adaptive) {
+		/* an encoder per mode and thread, so a switch between runs costs nothing */
+		size_t nm = mode_count();
+		if (!(w->mces = calloc(nm * w->nthreads, sizeof(*w->mces))))
+			return HO_ENOMEM;
+		for (size_t k = 0; k < nm * w->nthreads; k++) {
+			if ((rc = chunk_enc_new(mode_get(k / w->nthreads), &w->dbase, w->sent, &w->mces[k])))
+				return rc;
+			chunk_enc_set_verify(w->mces[k], sent_verify_read, w);
+		}
+		for (unsigned i = 0; i < w->nthreads; i++)
+			w->ces[i] = w->mces[w->cur * w->nthreads + i];
+		w->ce = w->ces[0];
+		return 0;
+	}
+	for (unsigned i = 0; i < w->nthreads; i++) {
 		if ((rc = chunk_enc_new(m, &w->dbase, w->sent, &w->ces[i])))
 			return rc;
+		chunk_enc_set_verify(w->ces[i], sent_verify_read, w);
+	}
 	w->ce = w->ces[0];
 	return 0;
 }
 
 static void walk_full_free(struct walk *w)
 {
-	for (unsigned i = 0; i < WALK_MAX_THREADS; i++)
-		chunk_enc_free(w->ces[i]);
+	if (w->mces) {
+		for (size_t k = 0; k < mode_count() * w->nthreads; k++)
+			chunk_enc_free(w->mces[k]);
+		free(w->mces);
+	} else {
+		for (unsigned i = 0; i < WALK_MAX_THREADS; i++)
+			chunk_enc_free(w->ces[i]);
+	}
+	codec_ctx_free(w->pctx);
+	free(w->pbuf);
+	free(w->pout);
 	free(w->recs);
 	sentset_free(w->sent);
 	for (int i = 0; i < OVERLAY_NIMAGES; i++)
@@ -507,18 +716,126 @@ static void full_chunk(struct walk *w, uint64_t i, struct stream_chunk *c)
 	c->payload_len = (uint32_t)r->len;
 }
 
+/* Switch to mode m of the table: its chunk encoders and frame codec, from the next run on. */
+static int switch_mode(struct walk *w, size_t m, uint64_t now)
+{
+	const struct mode *md = mode_get(m);
+	int rc;
+
+	ho_debug("adaptive: switching from '%s' to '%s'", mode_get(w->cur)->name, md->name);
+	w->cur = m;
+	w->mode.full = md;
+	for (unsigned i = 0; i < w->nthreads; i++)
+		w->ces[i] = w->mces[m * w->nthreads + i];
+	w->ce = w->ces[0];
+	if ((rc = stream_enc_set_codec(w->enc, (int)md->frame_codec, md->frame_level)))
+		return rc;
+	obs_reset(w, now);
+	return 0;
+}
+
+/* Encode a sample of the run just read with mode j (no sent set) and compress it with j's frame
+ * codec, for the engine's estimate of j on the current data. Its time is not the current mode's. */
+static void run_probe(struct walk *w, size_t j, uint64_t size, uint64_t sample, uint64_t now)
+{
+	const struct mode *m = mode_get(j);
+	struct chunk_enc *pe = NULL;
+	uint64_t c0 = cpu_ns(CLOCK_THREAD_CPUTIME_ID), p0 = cpu_ns(CLOCK_PROCESS_CPUTIME_ID), in = 0;
+	size_t n, plen = 0, clen = 0;
+
+	n = (size_t)HO_MAX(1ull, HO_MIN(w->count, sample / w->cs));
+	if (w->pbuf_cap < n * (w->rec_cap + STREAM_REC_HDR_LEN)) {
+		free(w->pbuf);
+		free(w->pout);
+		w->pbuf_cap = n * (w->rec_cap + STREAM_REC_HDR_LEN);
+		w->pout_cap = codec_bound(CODEC_LZMA, w->pbuf_cap) + 4096;
+		for (int c = 0; c < CODEC_COUNT; c++)
+			w->pout_cap = HO_MAX(w->pout_cap, codec_bound((enum codec)c, w->pbuf_cap) + 4096);
+		w->pbuf = malloc(w->pbuf_cap);
+		w->pout = malloc(w->pout_cap);
+	}
+	if (!w->pbuf || !w->pout || (!w->pctx && !(w->pctx = codec_ctx_new())) ||
+	    chunk_enc_new(m, &w->dbase, NULL, &pe)) {
+		w->pbuf_cap = 0;
+		return;
+	}
+	for (size_t i = 0; i < n; i++) {
+		struct chunk_rec rec;
+		uint32_t len = stream_chunk_len(size, w->cs, w->first + i);
+		if (chunk_encode(pe, w->img, w->first + i, w->buf + i * w->cs, len, i + 1,
+				 w->pbuf + plen + STREAM_REC_HDR_LEN, w->rec_cap, &rec))
+			break;
+		memset(w->pbuf + plen, 0, STREAM_REC_HDR_LEN);
+		plen += STREAM_REC_HDR_LEN + rec.len;
+		in += len;
+	}
+	chunk_enc_free(pe);
+	clen = plen;
+	if (m->frame_codec != CODEC_NONE &&
+	    codec_compress(w->pctx, m->frame_codec, m->frame_level, NULL, 0, w->pbuf, plen, w->pout, w->pout_cap, &clen))
+		clen = plen;
+	uint64_t t = ho_mono_ns(), c = cpu_ns(CLOCK_THREAD_CPUTIME_ID) - c0;
+	if (in && c)
+		adapt_observe_probe(w->ad, j, in, clen + STREAM_FRAME_HDR_LEN, c, t - now, t);
+	/* not the current mode's time */
+	w->obs_cpu0 += cpu_ns(CLOCK_PROCESS_CPUTIME_ID) - p0;
+	w->io_ns += ho_mono_ns() - now;
+}
+
+/* Before a run: feed the CPU meter, decide the mode, print progress. */
+static int walk_tick(struct walk *w, uint64_t now)
+{
+	double avail;
+	int rc;
+
+	if (now - w->last_meter_ns >= 250000000ull) {
+		w->last_meter_ns = now;
+		if (adapt_cpu_meter_sample(&w->meter, &avail) == 0)
+			adapt_observe_cpu(w->ad, avail, now);
+	}
+	if (w->adaptive) {
+		size_t m = adapt_decide(w->ad, now);
+		if (m != w->cur && (rc = switch_mode(w, m, now)))
+			return rc;
+	}
+	walk_progress(w, now, false);
+	return 0;
+}
+
 static int flush_run(struct walk *w)
 {
-	uint64_t size, off;
-	size_t len;
+	uint64_t size, off, t0 = 0;
+	size_t len, probe;
 	int rc;
 
 	if (!w->count)
 		return 0;
+	if (w->ad) {
+		t0 = ho_mono_ns();
+		if ((rc = walk_tick(w, t0)))
+			return rc;
+	}
 	size = overlay_image_size(w->ov, w->img);
 	off = w->first * w->cs;
 	len = (size_t)HO_MIN(w->count * w->cs, size - off);
-	if ((rc = overlay_read(w->ov, w->img, w->buf, len, off))) {
+	rc = overlay_read(w->ov, w->img, w->buf, len, off);
+	if (w->ad) {
+		uint64_t t1 = ho_mono_ns();
+		w->io_ns += t1 - t0;
+		if (!rc && w->adaptive && !w->calibrated) {
+			/* the profiles are another machine's and another data set's: measure every
+			 * mode on a small sample of this data first (a few tens of ms in all) */
+			w->calibrated = true;
+			for (size_t j = 0; j < mode_count(); j++)
+				if (j != w->cur)
+					run_probe(w, j, size, CALIBRATE_BYTES, ho_mono_ns());
+		} else if (!rc && w->adaptive && adapt_probe_due(w->ad, t1, &probe)) {
+			struct adapt_params par;
+			adapt_params_init(&par);
+			run_probe(w, probe, size, par.probe_bytes, t1);
+		}
+	}
+	if (rc) {
 		ho_err("cannot read chunks %" PRIu64 "..%" PRIu64 " of '%s' from the overlay: %s", w->first,
 		       w->first + w->count - 1, overlay_image_name(w->img), ho_strerror(rc));
 		return rc;
@@ -534,8 +851,11 @@ static int flush_run(struct walk *w)
 		struct stream_chunk c = { .image = w->img, .idx = w->first + i };
 		c.len = stream_chunk_len(size, w->cs, c.idx);
 		c.data = w->buf + i * w->cs;
-		if (w->ce)
+		if (w->ce) {
 			full_chunk(w, i, &c);
+			if (c.enc == STREAM_ENC_SENT_REF)
+				w->res->sent_refs++;
+		}
 		else if (ho_is_zero(c.data, c.len))
 			c.enc = STREAM_ENC_ZERO;
 		else if (w->mode.base_refs && memcmp(c.data, w->base + i * w->cs, c.len) == 0) {
@@ -548,6 +868,7 @@ static int flush_run(struct walk *w)
 			return rc;
 		w->res->chunks[w->img]++;
 		w->res->input_bytes += c.len;
+		w->obs_in += c.len;
 	}
 	w->count = 0;
 	return 0;
@@ -560,7 +881,7 @@ static int walk_cb(const struct tracker_chunk *c, void *arg)
 
 	if (c->image < 0 || c->image >= OVERLAY_NIMAGES || c->idx >= overlay_nchunks(w->ov, c->image))
 		return w->err = HO_ECORRUPT;
-	if (w->count && (c->image != w->img || c->idx != w->first + w->count || (w->count + 1) * w->cs > RUN_MAX)) {
+	if (w->count && (c->image != w->img || c->idx != w->first + w->count || (w->count + 1) * w->cs > w->run_max)) {
 		if ((rc = flush_run(w)))
 			return w->err = rc;
 	}
@@ -572,25 +893,111 @@ static int walk_cb(const struct tracker_chunk *c, void *arg)
 	return 0;
 }
 
+/* Keep what this export sent as OVERLAY_DIR/sentset.next, for export_sent_commit(). */
+static int sent_stage(struct walk *w, const struct export_result *res)
+{
+	struct sentset_lineage l = { .until = res->until };
+	char *path;
+	int rc;
+
+	if (!(path = ho_path_join(w->dir, SENTSET_NEXT)))
+		return HO_ENOMEM;
+	memcpy(l.stream, res->id, sizeof(l.stream));
+	sentset_set_lineage(w->sent, &l);
+	if ((rc = sentset_save(w->sent, path)))
+		ho_warn("cannot write '%s' (%s): the next export will not reference this one's chunks",
+			path, ho_strerror(rc));
+	free(path);
+	return 0;
+}
+
+void export_sent_commit(const char *dir, bool applied)
+{
+	char *next = ho_path_join(dir, SENTSET_NEXT), *cur = ho_path_join(dir, SENTSET_NAME);
+
+	if (next && cur && access(next, F_OK) == 0) {
+		if (!applied)
+			unlink(next);
+		else if (rename(next, cur) < 0)
+			ho_warn("cannot rename '%s' to '%s': %s", next, cur, strerror(errno));
+		else
+			ho_fsync_dir(cur);
+	}
+	free(next);
+	free(cur);
+}
+
+void export_sent_forget(const char *dir)
+{
+	char *cur = ho_path_join(dir, SENTSET_NAME);
+	if (cur && unlink(cur) == 0)
+		ho_fsync_dir(cur);
+	free(cur);
+	export_sent_commit(dir, false);
+}
+
+uint64_t pipeline_peak_rss(void)
+{
+	struct rusage ru;
+	return getrusage(RUSAGE_SELF, &ru) == 0 ? (uint64_t)ru.ru_maxrss * 1024 : 0;
+}
+
+struct count_arg { struct overlay *ov; uint64_t bytes; };
+
+static int count_cb(const struct tracker_chunk *c, void *arg)
+{
+	struct count_arg *a = arg;
+	if (c->image >= 0 && c->image < OVERLAY_NIMAGES)
+		a->bytes += stream_chunk_len(overlay_image_size(a->ov, c->image), overlay_chunk_size(a->ov), c->idx);
+	return 0;
+}
+
 int export_run(const char *dir, uint32_t until, const struct export_opts *o, stream_emit_fn emit, void *arg,
 	       struct export_result *res)
+{
+	return export_run_adapt(dir, until, o, NULL, emit, arg, res);
+}
+
+int export_run_adapt(const char *dir, uint32_t until, const struct export_opts *o, struct adapt *ad,
+		     stream_emit_fn emit, void *arg, struct export_result *res)
 {
 	struct overlay *ov = NULL;
 	struct tracker *t = NULL;
 	struct stream_header h;
 	struct walk w = { 0 };
+	struct adapt *own = NULL;
 	uint64_t n[OVERLAY_NIMAGES];
 	int rc;
 
 	memset(res, 0, sizeof(*res));
-	if ((rc = export_parse_mode(o->mode, &w.mode)))
+	export_sent_commit(dir, false);    /* a leftover of an export that never finished */
+	if (!ad && (rc = export_adapt_new(o, &own)))
 		return rc;
+	w.ad = ad ? ad : own;
+	if (o->adaptive) {
+		/* the records say how each chunk travels and each frame its codec: the stream is
+		 * decodable whatever mode made which part */
+		w.adaptive = true;
+		w.cur = adapt_decide(w.ad, ho_mono_ns());
+		memset(&w.mode, 0, sizeof(w.mode));
+		strcpy(w.mode.name, "adaptive");
+		w.mode.full = mode_get(w.cur);
+		w.mode.codec = (int)w.mode.full->frame_codec;
+		w.mode.level = w.mode.full->frame_level;
+	} else if ((rc = export_parse_mode(o->mode, &w.mode))) {
+		goto out;
+	} else if (w.ad) {
+		for (size_t i = 0; i < mode_count(); i++)
+			if (w.mode.full == mode_get(i))
+				w.cur = i;
+	}
 	if (o->since > until) {
 		ho_err("--since %u is beyond the last closed generation %u", o->since, until);
-		return HO_EINVAL;
+		rc = HO_EINVAL;
+		goto out;
 	}
 	if ((rc = overlay_open(dir, NULL, 0, OVERLAY_READONLY, &ov)))
-		return rc;
+		goto out;
 	for (int i = 0; i < OVERLAY_NIMAGES; i++)
 		n[i] = overlay_nchunks(ov, i);
 	if ((rc = tracker_open(dir, OVERLAY_NIMAGES, n, TRACKER_READONLY, &t)))
@@ -601,7 +1008,8 @@ int export_run(const char *dir, uint32_t until, const struct export_opts *o, str
 	h.since = o->since;
 	h.until = until;
 	h.chunk_size = overlay_chunk_size(ov);
-	h.frame_max = o->frame_size ? o->frame_size : w.mode.full ? w.mode.full->frame_size : STREAM_FRAME_DEFAULT;
+	h.frame_max = o->frame_size ? o->frame_size : w.adaptive ? ADAPT_FRAME :
+		      w.mode.full ? w.mode.full->frame_size : STREAM_FRAME_DEFAULT;
 	h.frame_max = HO_MAX(h.frame_max, HO_MAX(STREAM_FRAME_MIN, h.chunk_size + STREAM_REC_HDR_LEN));
 	h.frame_max = HO_MIN(h.frame_max, STREAM_FRAME_MAX);
 	memcpy(h.mode, w.mode.name, sizeof(h.mode));
@@ -623,12 +1031,34 @@ int export_run(const char *dir, uint32_t until, const struct export_opts *o, str
 		rc = HO_ENOMEM;
 		goto out;
 	}
-	w.nthreads = o->threads;
+	w.nthreads = export_threads(o);
+	w.run_max = w.adaptive ? HO_MAX((uint64_t)ADAPT_RUN, (uint64_t)w.cs) : RUN_MAX;
+	w.dir = dir;
+	w.o = o;
+	w.emit = emit;
+	w.emit_arg = arg;
+	if (w.ad && o->progress) {
+		struct count_arg ca = { ov, 0 };
+		if (tracker_foreach(t, -1, o->since, until, count_cb, &ca) == 0)
+			w.total_input = ca.bytes;
+	}
 	if (w.mode.full && (rc = walk_full_init(&w)))
 		goto out;
-	if ((rc = stream_enc_new(&h, o->key, o->key_len, w.mode.codec, w.mode.level, emit, arg, &w.enc)) ||
-	    (rc = stream_enc_set_threads(w.enc, o->threads)))
+	if (w.history) {
+		memcpy(h.basis, w.lineage.stream, sizeof(h.basis));
+		res->history = true;
+	}
+	if ((rc = stream_enc_new(&h, o->key, o->key_len, w.mode.codec, w.mode.level, w.ad ? walk_emit : emit,
+				 w.ad ? (void *)&w : arg, &w.enc)) ||
+	    (rc = stream_enc_set_threads(w.enc, w.nthreads)))
 		goto out;
+	if (w.ad) {
+		uint64_t now = ho_mono_ns();
+		obs_reset(&w, now);
+		w.last_progress_ns = now;
+		double avail;
+		adapt_cpu_meter_sample(&w.meter, &avail);     /* primes it */
+	}
 	rc = tracker_foreach(t, -1, o->since, until, walk_cb, &w);
 	if (w.err)
 		rc = w.err;
@@ -639,7 +1069,13 @@ int export_run(const char *dir, uint32_t until, const struct export_opts *o, str
 		rc = stream_enc_finish(w.enc, &end);
 		res->frames = end.frames;
 	}
+	if (!rc && w.sent)
+		rc = sent_stage(&w, res);
+	if (!rc && w.ad)
+		walk_progress(&w, ho_mono_ns(), true);
 out:
+	adapt_free(own);
+	res->peak_rss = pipeline_peak_rss();
 	stream_enc_free(w.enc);
 	walk_full_free(&w);
 	free(w.buf);
@@ -690,5 +1126,7 @@ static int fd_emit(void *arg, const struct stream_piece *p)
 int export_to_fd(const char *dir, uint32_t until, const struct export_opts *o, int fd, struct export_result *res)
 {
 	struct fd_sink s = { .fd = fd, .o = o, .res = res };
-	return export_run(dir, until, o, fd_emit, &s, res);
+	int rc = export_run(dir, until, o, fd_emit, &s, res);
+	export_sent_commit(dir, rc == 0);
+	return rc;
 }

@@ -11,6 +11,7 @@
 #include "pipeline/stream.h"
 
 struct mode;
+struct adapt;
 
 struct export_mode {
 	char name[STREAM_MODE_LEN];
@@ -27,7 +28,20 @@ int export_sender_id(const char *dir, uint8_t id[16]);
 /* Generate the stream of (o->since, until] of the overlay in dir into emit. */
 int export_run(const char *dir, uint32_t until, const struct export_opts *o, stream_emit_fn emit, void *arg,
 	       struct export_result *res);
+/* The same, driven by (and feeding) the adaptive engine ad (adapt.h), which the caller made with
+ * export_adapt_new() and feeds with network observations; NULL: export_run() (which makes its
+ * own engine when o->adaptive or o->progress ask for one). */
+int export_run_adapt(const char *dir, uint32_t until, const struct export_opts *o, struct adapt *ad,
+		     stream_emit_fn emit, void *arg, struct export_result *res);
+/* The engine for o (over the named modes of mode.h, with their measured profiles), or NULL in
+ * *out when o needs none (neither adaptive nor progress, or a mode outside the table). */
+int export_adapt_new(const struct export_opts *o, struct adapt **out);
 
+/* After export_run(): keep what it sent (OVERLAY_DIR/sentset.next becomes sentset) when the
+ * receiver applied it (or, for a file or pipe, will apply it in order), else drop it. */
+void export_sent_commit(const char *dir, bool applied);
+/* Forget what earlier exports sent (a receiver refused references to it). */
+void export_sent_forget(const char *dir);
 /* Sleep so that bytes sent so far do not exceed rate bytes/s (rate 0: no-op). */
 struct export_throttle { uint64_t start_ns, bytes; };
 void export_throttle(struct export_throttle *th, uint64_t rate, size_t bytes);

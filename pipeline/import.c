@@ -345,7 +345,9 @@ static int read_sent_cb(void *arg, int img, uint64_t idx, uint8_t *buf, uint32_t
 		if (idx - start < count)
 			return entry_read(im, best[1], best[2], ho_get_le64(best + 16), idx - start, buf, len);
 	}
-	/* not in this stream: what the receiver holds */
+	/* not in this stream: what the receiver holds, which only a stream with a basis may name */
+	if (ho_is_zero(im->h->basis, sizeof(im->h->basis)))
+		return HO_EFORMAT;
 	if (tracker_chunk_gen(im->t, img, idx) > 0)
 		return overlay_read(im->ov, img, buf, len, idx * im->cs);
 	return overlay_read_base(im->ov, img, buf, len, idx * im->cs);
@@ -446,6 +448,27 @@ static int check_sequence(struct importer *im, const struct stream_header *h)
 	return HO_ESTALE;
 }
 
+/* A stream whose sent-refs may name chunks received before it (a basis) was made for a receiver
+ * that applied the basis stream last: anything else holds other content there. */
+static int check_basis(struct importer *im, const struct stream_header *h)
+{
+	struct applied a;
+	char want[33], have[33];
+	int rc;
+
+	if (im->noop || ho_is_zero(h->basis, sizeof(h->basis)))
+		return 0;
+	if ((rc = get_applied(im->t, &a)))
+		return rc;
+	if (a.any && memcmp(a.id, h->basis, 16) == 0)
+		return 0;
+	hex16(h->basis, want);
+	hex16(a.id, have);
+	im_fail(im, HO_ESTALE, "stream refers to chunks of stream %.12s, but overlay '%s' applied %s%.12s last: export again with --no-history",
+		want, overlay_dir(im->ov), a.any ? "stream " : "no stream", a.any ? have : "");
+	return HO_ESTALE;
+}
+
 static int on_header(void *arg, const struct stream_header *h)
 {
 	struct importer *im = arg;
@@ -453,7 +476,7 @@ static int on_header(void *arg, const struct stream_header *h)
 
 	im->h = h;
 	im->cs = h->chunk_size;
-	if ((rc = check_base(im, h)) || (rc = check_sequence(im, h)))
+	if ((rc = check_base(im, h)) || (rc = check_sequence(im, h)) || (rc = check_basis(im, h)))
 		return rc;
 	if (!h->authenticated)
 		ho_warn("the stream is unauthenticated (no --key): trusting checksums only");
@@ -800,7 +823,8 @@ int import_begin(struct overlay *ov, struct tracker *t, const struct import_opts
 		import_free(im);
 		return rc;
 	}
-	if ((rc = stream_dec_new(o->key, o->key_len, &import_ops, im, &im->dec))) {
+	if ((rc = stream_dec_new(o->key, o->key_len, &import_ops, im, &im->dec)) ||
+	    (rc = stream_dec_set_threads(im->dec, o->threads))) {
 		import_free(im);
 		return rc;
 	}
@@ -815,6 +839,11 @@ void import_on_frame(struct importer *im, int (*cb)(void *arg, uint64_t seq), vo
 }
 
 bool import_header_done(const struct importer *im) { return im->header_done; }
+bool import_has_basis(const struct importer *im)
+{
+	const struct stream_header *h = im->dec ? stream_dec_header(im->dec) : NULL;
+	return h && !ho_is_zero(h->basis, sizeof(h->basis));
+}
 
 int import_feed(struct importer *im, const void *buf, size_t *len)
 {
@@ -984,6 +1013,7 @@ int import_finish(struct importer *im, struct import_result *res)
 		res->chunks[1] = im->end.chunks[1];
 		res->frames = im->end.frames;
 		res->authenticated = h->authenticated;
+		res->basis = !ho_is_zero(h->basis, sizeof(h->basis));
 	}
 	if (im->noop) {
 		if (res)

@@ -17,6 +17,8 @@ bool import_header_done(const struct importer *im);
 int import_resume(struct importer *im, bool fresh, uint64_t *frames, uint64_t *check);
 /* Called after each data frame is durably staged (seq = its number). */
 void import_on_frame(struct importer *im, int (*cb)(void *arg, uint64_t seq), void *arg);
+/* True once a header was accepted whose basis is set (see struct import_result). */
+bool import_has_basis(const struct importer *im);
 /* The last error's message ("" if none). */
 const char *import_errmsg(const struct importer *im);
 

@@ -39,6 +39,9 @@ int pipeline_exit_code(int err);
  * logged: HO_ENOENT, HO_EINVAL (too short or too long), HO_EIO. */
 int pipeline_load_key(const char *path, uint8_t **key, size_t *len);
 
+/* Peak resident memory of this process so far, in bytes (getrusage ru_maxrss; 0 if unknown). */
+uint64_t pipeline_peak_rss(void);
+
 /* ---- export --------------------------------------------------------------------------------- */
 
 struct export_opts {
@@ -50,7 +53,12 @@ struct export_opts {
 	uint32_t frame_size;         /* frame payload limit (0 = default) */
 	uint64_t rate_limit;         /* bytes per second on the wire, 0 = unlimited (testing) */
 	int timeout_ms;              /* TCP: connect and ack timeout (0 = 30 s) */
-	bool progress;               /* log a progress line per second (-v) */
+	int progress;                /* progress lines on stderr: 0 none, 1 human (-v), 2 JSON
+	                                (--progress=json); named modes only */
+	bool adaptive;               /* --adaptive: switch between the named modes as CPU and
+	                                network allow (mode is then ignored) */
+	bool no_history;             /* sent-refs name only chunks of this stream, not what earlier
+	                                exports sent (what this one sends is still recorded) */
 };
 
 struct export_result {
@@ -62,6 +70,10 @@ struct export_result {
 	uint64_t wire_bytes;         /* stream bytes written (this run) */
 	uint64_t resumed_frames;     /* TCP: frames the receiver already had */
 	bool already_applied;        /* TCP: the receiver had applied this stream before */
+	bool history;                /* sent-refs could name chunks of earlier streams (the header's
+	                                basis is set) */
+	uint64_t sent_refs;          /* chunks sent as references to chunks the receiver holds */
+	uint64_t peak_rss;           /* peak resident memory of the process, bytes (getrusage) */
 };
 
 /* Print the named modes on stdout, cheapest first ("NAME  DESCRIPTION" per line). 0 or HO_EIO. */
@@ -90,13 +102,19 @@ int export_pending(const char *dir, uint32_t since, const char *hostport, uint32
  * in between still lets a re-run find the transfer (the receiver then answers "done"). */
 void export_pending_clear(const char *dir);
 
-/* Write the stream of (o->since, until] of the overlay in dir to fd (a file or pipe). */
+/* Write the stream of (o->since, until] of the overlay in dir to fd (a file or pipe). Modes that
+ * dedup against sent chunks keep, in OVERLAY_DIR/sentset, which content this export sent where,
+ * so that the next export (--since until) can reference it; for a file or pipe it is kept when the
+ * export completes, i.e. the streams must then be applied in order (a receiver that did not apply
+ * this one refuses the next: handoff-stream(5), basis). */
 int export_to_fd(const char *dir, uint32_t until, const struct export_opts *o, int fd,
 		 struct export_result *res);
 
 /* Send it to a receiver (handoff-import --listen) at "HOST:PORT", resuming where the receiver's
  * acknowledgements left off; returns once the receiver acknowledged publishing it. Records the
- * transfer in dir (see export_pending) until export_pending_clear(). */
+ * transfer in dir (see export_pending) until export_pending_clear(). The sent set (above) is kept
+ * only once the receiver acknowledged publishing; a receiver that refuses references to earlier
+ * streams (stale or digest error) gets the stream again without them. */
 int export_to_tcp(const char *dir, uint32_t until, const struct export_opts *o, const char *hostport,
 		  struct export_result *res);
 
@@ -114,6 +132,8 @@ struct import_opts {
 	                                (resume); otherwise a leftover staging file is discarded */
 	bool nosync;                 /* tests only: no fdatasync per staged frame (publishing still
 	                                syncs) */
+	unsigned threads;            /* -T: decompress frames on this many threads (0, 1: in the
+	                                caller); the result does not depend on it */
 	import_published_fn published;
 	void *arg;
 };
@@ -126,6 +146,10 @@ struct import_result {
 	uint64_t frames;
 	bool already_applied;        /* the stream was the last one applied: nothing done */
 	bool authenticated;
+	bool basis;                  /* the stream's sent-refs may name chunks of earlier streams;
+	                                set by transport_serve() also when it fails: a sender whose
+	                                such stream was refused (HO_ESTALE, HO_EDIGEST) sends it
+	                                again without them, so a receiver should wait for it */
 };
 
 struct importer;

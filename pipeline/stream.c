@@ -73,7 +73,7 @@ static void mac3(const uint8_t key[32], const void *a, size_t alen, const void *
 enum {
 	H_MAGIC = 0, H_VERSION = 8, H_FLAGS = 10, H_LEN = 12, H_ID = 16, H_SENDER = 32, H_SINCE = 48,
 	H_UNTIL = 52, H_CHUNK = 56, H_FRAMEMAX = 60, H_NIMAGES = 64, H_MODE = 72, H_IMAGES = 88,
-	H_IMAGE_LEN = 56, H_RESERVED = 200, H_CHECK = 216, H_MAC = 224,
+	H_IMAGE_LEN = 56, H_BASIS = 200, H_CHECK = 216, H_MAC = 224,
 };
 enum { I_SIZE = 0, I_BASE_SIZE = 8, I_ZERO = 16, I_DIGEST = 24 };
 enum {
@@ -103,6 +103,7 @@ void stream_header_pack(const struct stream_header *h, const uint8_t key[32], ui
 		p[I_ZERO] = h->image[i].base.zero ? 1 : 0;
 		memcpy(p + I_DIGEST, h->image[i].base.digest, 32);
 	}
+	memcpy(out + H_BASIS, h->basis, STREAM_ID_LEN);
 	ho_put_le64(out + H_CHECK, ho_xxh64(out, H_CHECK));
 	if (key)
 		mac3(key, out, H_MAC, NULL, 0, NULL, 0, out + H_MAC);
@@ -166,11 +167,11 @@ static int header_parse(const uint8_t *in, struct stream_header *h, char *why, s
 		snprintf(why, why_len, "stream generation range %u..%u is reversed", h->since, h->until);
 		return HO_EFORMAT;
 	}
-	if (in[H_NIMAGES] != STREAM_NIMAGES || !all_zero(in + H_NIMAGES + 1, 7) ||
-	    !all_zero(in + H_RESERVED, H_CHECK - H_RESERVED)) {
+	if (in[H_NIMAGES] != STREAM_NIMAGES || !all_zero(in + H_NIMAGES + 1, 7)) {
 		snprintf(why, why_len, "stream header has unknown fields set");
 		return HO_EFORMAT;
 	}
+	memcpy(h->basis, in + H_BASIS, STREAM_ID_LEN);
 	memcpy(h->mode, in + H_MODE, STREAM_MODE_LEN);
 	if (h->mode[STREAM_MODE_LEN - 1] != 0) {
 		snprintf(why, why_len, "stream mode name is not terminated");
@@ -730,7 +731,6 @@ struct stream_dec {
 	uint8_t hdr[STREAM_HEADER_LEN];
 	uint8_t fhdr[STREAM_FRAME_HDR_LEN];
 	uint8_t *buf;                    /* encoded payload + mac, frame_max + 32 */
-	uint8_t *raw;                    /* decoded payload, frame_max */
 	uint8_t *chunk;                  /* chunk_size scratch (refs) */
 	uint8_t *chunk2;                 /* chunk_size scratch (xor base) */
 	uint8_t *zero;
@@ -741,19 +741,58 @@ struct stream_dec {
 	struct stream_header h;
 	uint64_t nchunks[STREAM_NIMAGES], nbase[STREAM_NIMAGES];
 
-	/* the current frame */
+	/* the current frame (its header, as it is being received) */
 	int type, codec;
 	uint32_t nrec, raw_len, enc_len;
 	uint64_t seq, check;
 
+	/* The chain as verified on input (frames, check, mac), ahead of pos while frames are being
+	 * decompressed; pos is what was handed out (records, chunks, resume point). */
+	uint64_t in_frames, in_check;
+	uint8_t in_mac[STREAM_MAC_LEN];
 	struct stream_dec_pos pos;
 	bool pos_settable;
 	struct ho_sha256 *digest;
+
+	/* parallel decoding (stream_dec_set_threads): verified frames go into a ring of jobs that
+	 * the workers decompress and check in any order; the feeding thread hands out their chunks
+	 * in order (references, digest, callbacks stay on that thread) */
+	unsigned want_threads, nthreads, njobs;
+	pthread_t *workers;
+	struct dec_job *jobs;           /* guarded by mu: state; the rest belongs to whoever runs it */
+	unsigned head, count;           /* guarded by mu: jobs head .. head+count-1 are submitted */
+	bool stop;                      /* guarded by mu */
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct dec_job *one;            /* the job of the sequential path */
+	bool handing_out;               /* in dec_hand_out() */
 };
 
+/* One DATA frame between input verification and handing out its chunks. */
+struct dec_job {
+	uint8_t *buf, *raw;             /* payload as stored (frame_max + mac), decompressed */
+	const uint8_t *rec;             /* the records: raw, or buf for codec none */
+	int codec, rc, state;
+	uint32_t nrec, raw_len, enc_len;
+	uint64_t seq, check;
+	uint8_t mac[STREAM_MAC_LEN];
+	int first_image;                /* the frame's first chunk (order against the frame before) */
+	uint64_t first_idx;
+	char msg[200];
+};
+
+static int dec_drain(struct stream_dec *d);
+
+/* Fail with err. Errors are reported in stream order: frames still being decoded in parallel,
+ * which came before what failed, are handed out first, and an error among them wins. */
 static int __attribute__((format(printf, 3, 4))) dec_fail(struct stream_dec *d, int err, const char *fmt, ...)
 {
 	va_list ap;
+	if (d->nthreads && d->count && !d->handing_out && !d->err) {
+		int rc = dec_drain(d);
+		if (rc)
+			return rc;
+	}
 	va_start(ap, fmt);
 	vsnprintf(d->msg, sizeof(d->msg), fmt, ap);
 	va_end(ap);
@@ -805,8 +844,23 @@ void stream_dec_free(struct stream_dec *d)
 		free(d->psk);
 	}
 	memset(d->key, 0, sizeof(d->key));
+	if (d->nthreads) {
+		pthread_mutex_lock(&d->mu);
+		d->stop = true;
+		pthread_cond_broadcast(&d->cv);
+		pthread_mutex_unlock(&d->mu);
+		for (unsigned i = 0; i < d->nthreads; i++)
+			pthread_join(d->workers[i], NULL);
+		pthread_mutex_destroy(&d->mu);
+		pthread_cond_destroy(&d->cv);
+	}
+	for (unsigned i = 0; d->jobs && i < d->njobs; i++) {
+		free(d->jobs[i].buf);
+		free(d->jobs[i].raw);
+	}
+	free(d->jobs);
+	free(d->workers);
 	free(d->buf);
-	free(d->raw);
 	free(d->chunk);
 	free(d->chunk2);
 	free(d->zero);
@@ -828,6 +882,17 @@ int stream_dec_set_pos(struct stream_dec *d, const struct stream_dec_pos *pos)
 	if (!d->header_ok || !d->pos_settable || d->err)
 		return HO_ESTATE;
 	d->pos = *pos;
+	d->in_frames = pos->frames;
+	d->in_check = pos->prev_check;
+	memcpy(d->in_mac, pos->prev_mac, STREAM_MAC_LEN);
+	return 0;
+}
+
+int stream_dec_set_threads(struct stream_dec *d, unsigned n)
+{
+	if (d->header_ok || d->state != D_HEADER || d->have)
+		return HO_ESTATE;
+	d->want_threads = n > 1 ? HO_MIN(n, 64u) : 0;
 	return 0;
 }
 
@@ -839,6 +904,8 @@ void stream_dec_replay_chunk(struct stream_dec *d, int img, uint64_t idx, const 
 	ho_sha256_update(d->digest, le, 9);
 	ho_sha256_update(d->digest, data ? data : d->zero, len);
 }
+
+static int dec_start_jobs(struct stream_dec *d);
 
 static int dec_header(struct stream_dec *d)
 {
@@ -862,18 +929,18 @@ static int dec_header(struct stream_dec *d)
 			return dec_fail(d, HO_EAUTH, "stream authentication failed: wrong key or forged stream");
 		d->auth = true;
 	}
-	d->pos.prev_check = ho_get_le64(d->hdr + H_CHECK);
+	d->pos.prev_check = d->in_check = ho_get_le64(d->hdr + H_CHECK);
 	memcpy(d->pos.prev_mac, d->hdr + H_MAC, 32);
+	memcpy(d->in_mac, d->hdr + H_MAC, 32);
 	for (int i = 0; i < STREAM_NIMAGES; i++) {
 		d->nchunks[i] = stream_nchunks(d->h.image[i].size, d->h.chunk_size);
 		d->nbase[i] = stream_nchunks(d->h.image[i].base.size, d->h.chunk_size);
 	}
 	d->buf = malloc((size_t)d->h.frame_max + STREAM_MAC_LEN);
-	d->raw = malloc(d->h.frame_max);
 	d->chunk = malloc(d->h.chunk_size);
 	d->chunk2 = malloc(d->h.chunk_size);
 	d->zero = calloc(1, d->h.chunk_size);
-	if (!d->buf || !d->raw || !d->chunk || !d->chunk2 || !d->zero)
+	if (!d->buf || !d->chunk || !d->chunk2 || !d->zero || (rc = dec_start_jobs(d)))
 		return dec_fail(d, HO_ENOMEM, "cannot decode stream: out of memory");
 	d->header_ok = true;
 	if (d->ops->header && (rc = d->ops->header(d->arg, &d->h))) {
@@ -892,7 +959,7 @@ static int dec_frame_header(struct stream_dec *d)
 
 	if (ho_get_le64(f + F_HCHECK) != ho_xxh64(f, F_HCHECK))
 		return dec_fail(d, HO_ECHECKSUM, "frame %llu: header checksum mismatch",
-				(unsigned long long)d->pos.frames);
+				(unsigned long long)d->in_frames);
 	d->pos_settable = false;
 	d->type = f[F_TYPE];
 	d->codec = f[F_CODEC];
@@ -904,11 +971,11 @@ static int dec_frame_header(struct stream_dec *d)
 	prev = ho_get_le64(f + F_PREV);
 	if (memcmp(f + F_ID, d->h.id, STREAM_ID_LEN) != 0)
 		return dec_fail(d, HO_ESEQ, "frame %llu belongs to another stream",
-				(unsigned long long)d->pos.frames);
-	if (d->seq != d->pos.frames)
+				(unsigned long long)d->in_frames);
+	if (d->seq != d->in_frames)
 		return dec_fail(d, HO_ESEQ, "frame %llu arrived where frame %llu was expected (reordered or duplicated)",
-				(unsigned long long)d->seq, (unsigned long long)d->pos.frames);
-	if (prev != d->pos.prev_check)
+				(unsigned long long)d->seq, (unsigned long long)d->in_frames);
+	if (prev != d->in_check)
 		return dec_fail(d, HO_ESEQ, "frame %llu does not follow the frame before it (spliced stream)",
 				(unsigned long long)d->seq);
 	if (d->type != STREAM_FRAME_DATA && d->type != STREAM_FRAME_END)
@@ -940,38 +1007,52 @@ static uint64_t range_bytes(uint64_t size, uint32_t cs, uint64_t idx, uint64_t c
 	return HO_MIN(b, size) - a;
 }
 
-/* Pass 1: the structure, bounds and order of every record of the frame in d->raw. */
-static int dec_check_records(struct stream_dec *d)
+static int __attribute__((format(printf, 3, 4))) job_fail(struct dec_job *j, int err, const char *fmt, ...)
 {
-	const uint8_t *p = d->raw;
-	uint32_t left = d->raw_len, n = 0, cs = d->h.chunk_size;
-	int last_image = d->pos.last_image;
-	uint64_t last_idx = d->pos.last_idx;
-	unsigned long long seq = (unsigned long long)d->seq;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(j->msg, sizeof(j->msg), fmt, ap);
+	va_end(ap);
+	return j->rc = err;
+}
+
+/* Pass 1 (any thread): the structure, bounds and order of every record of a frame. The order
+ * against the frame before is checked when the frame is handed out (job_first). */
+static int dec_check_records(const struct stream_dec *d, struct dec_job *j)
+{
+	const uint8_t *p = j->rec;
+	uint32_t left = j->raw_len, n = 0, cs = d->h.chunk_size;
+	int last_image = -1;
+	uint64_t last_idx = 0;
+	unsigned long long seq = (unsigned long long)j->seq;
 
 	while (left) {
 		if (left < STREAM_REC_HDR_LEN)
-			return dec_fail(d, HO_EFORMAT, "frame %llu: record %u is cut short", seq, n);
+			return job_fail(j, HO_EFORMAT, "frame %llu: record %u is cut short", seq, n);
 		int enc = p[0], img = p[1];
 		uint32_t count = ho_get_le32(p + 4), len = ho_get_le32(p + 16);
 		uint64_t idx = ho_get_le64(p + 8);
 		p += STREAM_REC_HDR_LEN;
 		left -= STREAM_REC_HDR_LEN;
 		if (len > left)
-			return dec_fail(d, HO_EFORMAT, "frame %llu: record %u is longer than its frame", seq, n);
+			return job_fail(j, HO_EFORMAT, "frame %llu: record %u is longer than its frame", seq, n);
 		if (ho_get_le16(p - STREAM_REC_HDR_LEN + 2) != 0)
-			return dec_fail(d, HO_EFORMAT, "frame %llu: record %u has unknown flags", seq, n);
+			return job_fail(j, HO_EFORMAT, "frame %llu: record %u has unknown flags", seq, n);
 		if (enc >= STREAM_ENC_COUNT)
-			return dec_fail(d, HO_EFORMAT, "frame %llu: record %u has unknown encoding %d", seq, n, enc);
+			return job_fail(j, HO_EFORMAT, "frame %llu: record %u has unknown encoding %d", seq, n, enc);
 		if (img >= STREAM_NIMAGES)
-			return dec_fail(d, HO_EFORMAT, "frame %llu: record %u names unknown image %d", seq, n, img);
+			return job_fail(j, HO_EFORMAT, "frame %llu: record %u names unknown image %d", seq, n, img);
 		if (count == 0 || idx >= d->nchunks[img] || count > d->nchunks[img] - idx)
-			return dec_fail(d, HO_EFORMAT, "frame %llu: record %u (chunks %llu+%u of '%s') is outside the image (%llu chunks)",
+			return job_fail(j, HO_EFORMAT, "frame %llu: record %u (chunks %llu+%u of '%s') is outside the image (%llu chunks)",
 					seq, n, (unsigned long long)idx, count, overlay_image_name(img),
 					(unsigned long long)d->nchunks[img]);
-		if (img < last_image || (img == last_image && idx <= last_idx))
-			return dec_fail(d, HO_ESEQ, "frame %llu: chunk %llu of '%s' is out of order or duplicated",
+		if (n == 0) {
+			j->first_image = img;
+			j->first_idx = idx;
+		} else if (img < last_image || (img == last_image && idx <= last_idx)) {
+			return job_fail(j, HO_ESEQ, "frame %llu: chunk %llu of '%s' is out of order or duplicated",
 					seq, (unsigned long long)idx, overlay_image_name(img));
+		}
 		uint64_t bytes = range_bytes(d->h.image[img].size, cs, idx, count);
 		bool ok;
 		switch (enc) {
@@ -1004,7 +1085,7 @@ static int dec_check_records(struct stream_dec *d)
 			break;
 		}
 		if (!ok) {
-			return dec_fail(d, HO_EFORMAT, "frame %llu: %s record for chunk %llu of '%s' is malformed or out of range",
+			return job_fail(j, HO_EFORMAT, "frame %llu: %s record for chunk %llu of '%s' is malformed or out of range",
 					seq, enc_names[enc], (unsigned long long)idx, overlay_image_name(img));
 		}
 		p += len;
@@ -1013,9 +1094,34 @@ static int dec_check_records(struct stream_dec *d)
 		last_idx = idx + count - 1;
 		n++;
 	}
-	if (n != d->nrec)
-		return dec_fail(d, HO_EFORMAT, "frame %llu holds %u records, its header says %u", seq, n, d->nrec);
+	if (n != j->nrec)
+		return job_fail(j, HO_EFORMAT, "frame %llu holds %u records, its header says %u", seq, n, j->nrec);
 	return 0;
+}
+
+/* Decompress and check a verified frame (any thread; ctx belongs to the caller). */
+static void dec_work(const struct stream_dec *d, struct codec_ctx *ctx, struct dec_job *j)
+{
+	j->rc = 0;
+	j->msg[0] = 0;
+	if (j->codec == STREAM_CODEC_NONE) {
+		j->rec = j->buf;
+	} else {
+		size_t got = 0;
+		int rc = ctx ? codec_decompress(ctx, (enum codec)j->codec, NULL, 0, j->buf, j->enc_len, j->raw,
+						j->raw_len, &got) : HO_ENOMEM;
+		j->rec = j->raw;
+		if (rc == HO_ENOMEM) {
+			job_fail(j, rc, "cannot decode stream: out of memory");
+			return;
+		}
+		if (rc || got != j->raw_len) {
+			job_fail(j, HO_EFORMAT, "frame %llu: %s payload does not decompress to %u bytes",
+				 (unsigned long long)j->seq, codec_names[j->codec], j->raw_len);
+			return;
+		}
+	}
+	dec_check_records(d, j);
 }
 
 /* delta_base.read for the delta decoder: through the caller's read_base. */
@@ -1027,10 +1133,11 @@ static int dec_delta_read(void *arg, int img, void *buf, size_t len, uint64_t of
 	return d->ops->read_base(d->arg, img, off, buf, (uint32_t)len);
 }
 
-/* Pass 2: reconstruct and hand out every chunk. */
-static int dec_emit_records(struct stream_dec *d)
+/* Pass 2 (the feeding thread, in stream order): reconstruct and hand out every chunk. */
+static int dec_emit_records(struct stream_dec *d, const struct dec_job *j)
 {
-	const uint8_t *p = d->raw, *end = d->raw + d->raw_len;
+	const uint8_t *p = j->rec, *end = j->rec + j->raw_len;
+	unsigned long long seq = (unsigned long long)j->seq;
 	uint32_t cs = d->h.chunk_size;
 	int rc;
 
@@ -1067,7 +1174,7 @@ static int dec_emit_records(struct stream_dec *d)
 					rc = d->ops->read_sent ? d->ops->read_sent(d->arg, simg, sidx + i, d->chunk, c.len) : HO_EFORMAT;
 				if (rc)
 					return dec_fail(d, rc, "frame %llu: cannot resolve %s chunk %llu of '%s': %s",
-							(unsigned long long)d->seq, enc_names[enc], (unsigned long long)sidx + i,
+							seq, enc_names[enc], (unsigned long long)sidx + i,
 							overlay_image_name(simg), ho_strerror(rc));
 				c.data = d->chunk;
 				break;
@@ -1075,8 +1182,7 @@ static int dec_emit_records(struct stream_dec *d)
 				rc = d->ops->read_base ? d->ops->read_base(d->arg, img, (idx + i) * cs, d->chunk, c.len) : HO_EFORMAT;
 				if (rc)
 					return dec_fail(d, rc, "frame %llu: cannot read base chunk %llu of '%s': %s",
-							(unsigned long long)d->seq, (unsigned long long)idx + i,
-							overlay_image_name(img), ho_strerror(rc));
+							seq, (unsigned long long)idx + i, overlay_image_name(img), ho_strerror(rc));
 				for (uint32_t k = 0; k < c.len; k++)
 					d->chunk[k] ^= data[k];
 				data += c.len;
@@ -1096,8 +1202,7 @@ static int dec_emit_records(struct stream_dec *d)
 				if (rc)
 					return dec_fail(d, rc == HO_EIO || rc == HO_ENOMEM ? rc : HO_EFORMAT,
 							"frame %llu: delta record for chunk %llu of '%s' does not decode: %s",
-							(unsigned long long)d->seq, (unsigned long long)idx,
-							overlay_image_name(img), ho_strerror(rc));
+							seq, (unsigned long long)idx, overlay_image_name(img), ho_strerror(rc));
 				c.data = d->chunk;
 				break;
 			}
@@ -1114,6 +1219,187 @@ static int dec_emit_records(struct stream_dec *d)
 		d->pos.last_idx = idx + count - 1;
 		p += STREAM_REC_HDR_LEN + len;
 	}
+	return 0;
+}
+
+/* Hand out a decoded frame's chunks, in stream order. */
+static int dec_hand_out(struct stream_dec *d, const struct dec_job *j)
+{
+	int rc;
+
+	if (j->rc) {
+		d->err = j->rc;
+		snprintf(d->msg, sizeof(d->msg), "%s", j->msg);
+		if (!d->quiet)
+			ho_err("%s", d->msg);
+		return j->rc;
+	}
+	if (j->first_image < d->pos.last_image ||
+	    (j->first_image == d->pos.last_image && j->first_idx <= d->pos.last_idx))
+		return dec_fail(d, HO_ESEQ, "frame %llu: chunk %llu of '%s' is out of order or duplicated",
+				(unsigned long long)j->seq, (unsigned long long)j->first_idx,
+				overlay_image_name(j->first_image));
+	d->handing_out = true;
+	rc = dec_emit_records(d, j);
+	d->handing_out = false;
+	if (rc)
+		return rc;
+	d->pos.frames++;
+	d->pos.records += j->nrec;
+	d->pos.bytes += j->raw_len;
+	d->pos.prev_check = j->check;
+	memcpy(d->pos.prev_mac, j->mac, STREAM_MAC_LEN);
+	if (d->ops->frame && (rc = d->ops->frame(d->arg, j->seq))) {
+		d->err = rc;
+		snprintf(d->msg, sizeof(d->msg), "cannot stage frame %llu: %s", (unsigned long long)j->seq,
+			 ho_strerror(rc));
+		return rc;
+	}
+	return 0;
+}
+
+static void *dec_worker(void *arg)
+{
+	struct stream_dec *d = arg;
+	struct codec_ctx *ctx = codec_ctx_new();
+
+	pthread_mutex_lock(&d->mu);
+	for (;;) {
+		struct dec_job *j = NULL;
+		for (unsigned i = 0; i < d->count && !j; i++) {
+			struct dec_job *c = &d->jobs[(d->head + i) % d->njobs];
+			if (c->state == JOB_QUEUED)
+				j = c;
+		}
+		if (!j) {
+			if (d->stop)
+				break;
+			pthread_cond_wait(&d->cv, &d->mu);
+			continue;
+		}
+		j->state = JOB_RUNNING;
+		pthread_mutex_unlock(&d->mu);
+		dec_work(d, ctx, j);
+		pthread_mutex_lock(&d->mu);
+		j->state = JOB_DONE;
+		pthread_cond_broadcast(&d->cv);
+	}
+	pthread_mutex_unlock(&d->mu);
+	codec_ctx_free(ctx);
+	return NULL;
+}
+
+/* The workers and their jobs, sized once the header told the frame limit. */
+static int dec_start_jobs(struct stream_dec *d)
+{
+	size_t blen = (size_t)d->h.frame_max + STREAM_MAC_LEN;
+
+	d->njobs = d->want_threads ? d->want_threads + 1 : 1;
+	if (!(d->jobs = calloc(d->njobs, sizeof(*d->jobs))))
+		return HO_ENOMEM;
+	for (unsigned i = 0; i < d->njobs; i++) {
+		/* a job's buf takes turns with d->buf (the input buffer) */
+		d->jobs[i].buf = malloc(blen);
+		d->jobs[i].raw = malloc(d->h.frame_max);
+		if (!d->jobs[i].buf || !d->jobs[i].raw)
+			return HO_ENOMEM;
+	}
+	d->one = &d->jobs[0];
+	if (!d->want_threads)
+		return 0;
+	if (!(d->workers = calloc(d->want_threads, sizeof(*d->workers))))
+		return HO_ENOMEM;
+	pthread_mutex_init(&d->mu, NULL);
+	pthread_cond_init(&d->cv, NULL);
+	for (unsigned i = 0; i < d->want_threads; i++) {
+		if (pthread_create(&d->workers[i], NULL, dec_worker, d) != 0)
+			break;
+		d->nthreads++;
+	}
+	if (!d->nthreads) {
+		pthread_mutex_destroy(&d->mu);
+		pthread_cond_destroy(&d->cv);
+	}
+	return 0;
+}
+
+/* Hand out the oldest submitted frame (waiting for it if wait). 1 if none was ready. */
+static int dec_retire(struct stream_dec *d, bool wait)
+{
+	struct dec_job *j;
+	int rc;
+
+	if (!d->nthreads || d->err)
+		return d->err ? d->err : 1;
+	pthread_mutex_lock(&d->mu);
+	if (!d->count) {
+		pthread_mutex_unlock(&d->mu);
+		return 1;
+	}
+	j = &d->jobs[d->head];
+	while (wait && j->state != JOB_DONE)
+		pthread_cond_wait(&d->cv, &d->mu);
+	if (j->state != JOB_DONE) {
+		pthread_mutex_unlock(&d->mu);
+		return 1;
+	}
+	pthread_mutex_unlock(&d->mu);
+	rc = dec_hand_out(d, j);
+	pthread_mutex_lock(&d->mu);
+	j->state = JOB_FREE;
+	d->head = (d->head + 1) % d->njobs;
+	d->count--;
+	pthread_mutex_unlock(&d->mu);
+	return rc;
+}
+
+/* Hand out every submitted frame. */
+static int dec_drain(struct stream_dec *d)
+{
+	int rc;
+	while ((rc = dec_retire(d, true)) == 0)
+		;
+	return rc < 0 ? rc : 0;
+}
+
+/* A verified DATA frame (payload in d->buf, its mac in mac): decode it now, or queue it. */
+static int dec_submit(struct stream_dec *d, const uint8_t mac[STREAM_MAC_LEN])
+{
+	struct dec_job *j;
+	uint8_t *t;
+	int rc;
+
+	if (d->nthreads) {
+		/* hand out what is done; wait for the oldest if the ring is full */
+		while ((rc = dec_retire(d, d->count == d->njobs)) == 0)
+			;
+		if (rc < 0)
+			return rc;
+		j = &d->jobs[(d->head + d->count) % d->njobs];
+	} else {
+		j = d->one;
+	}
+	t = j->buf;
+	j->buf = d->buf;
+	d->buf = t;
+	j->codec = d->codec;
+	j->nrec = d->nrec;
+	j->raw_len = d->raw_len;
+	j->enc_len = d->enc_len;
+	j->seq = d->seq;
+	j->check = d->check;
+	memcpy(j->mac, mac, STREAM_MAC_LEN);
+	if (!d->nthreads) {
+		if (!d->cctx && j->codec != STREAM_CODEC_NONE && !(d->cctx = codec_ctx_new()))
+			return dec_fail(d, HO_ENOMEM, "cannot decode stream: out of memory");
+		dec_work(d, d->cctx, j);
+		return dec_hand_out(d, j);
+	}
+	pthread_mutex_lock(&d->mu);
+	j->state = JOB_QUEUED;
+	d->count++;
+	pthread_cond_broadcast(&d->cv);
+	pthread_mutex_unlock(&d->mu);
 	return 0;
 }
 
@@ -1149,53 +1435,35 @@ static int dec_end(struct stream_dec *d)
 	return 0;
 }
 
-/* The payload (and mac) of the current frame is in d->buf. */
+/* The payload (and mac) of the current frame is in d->buf: verify it against the input chain,
+ * then decode it (DATA) or, once every frame before it was handed out, check END. */
 static int dec_frame(struct stream_dec *d)
 {
 	unsigned long long seq = (unsigned long long)d->seq;
+	uint8_t mac[32] = { 0 };
 	int rc;
 
 	if (ho_get_le64(d->fhdr + F_PCHECK) != ho_xxh64(d->buf, d->enc_len))
 		return dec_fail(d, HO_ECHECKSUM, "frame %llu: payload checksum mismatch", seq);
 	if (d->auth) {
-		uint8_t mac[32];
-		mac3(d->key, d->pos.prev_mac, 32, d->fhdr, STREAM_FRAME_HDR_LEN, d->buf, d->enc_len, mac);
+		mac3(d->key, d->in_mac, 32, d->fhdr, STREAM_FRAME_HDR_LEN, d->buf, d->enc_len, mac);
 		if (!ho_mem_equal_ct(mac, d->buf + d->enc_len, 32))
 			return dec_fail(d, HO_EAUTH, "frame %llu: authentication failed (forged or altered frame)", seq);
-		memcpy(d->pos.prev_mac, mac, 32);
+		memcpy(d->in_mac, mac, 32);
 	}
-	d->pos.prev_check = d->check;
+	d->in_check = d->check;
 	if (d->type == STREAM_FRAME_END) {
+		if ((rc = dec_drain(d)))
+			return rc;
+		d->pos.prev_check = d->check;
+		memcpy(d->pos.prev_mac, mac, 32);
 		if ((rc = dec_end(d)))
 			return rc;
 		d->state = D_DONE;
 		return 0;
 	}
-	if (d->codec == STREAM_CODEC_NONE) {
-		memcpy(d->raw, d->buf, d->raw_len);
-	} else {
-		size_t got = 0;
-		if (!d->cctx && !(d->cctx = codec_ctx_new()))
-			return dec_fail(d, HO_ENOMEM, "cannot decode stream: out of memory");
-		rc = codec_decompress(d->cctx, (enum codec)d->codec, NULL, 0, d->buf, d->enc_len, d->raw,
-				      d->raw_len, &got);
-		if (rc == HO_ENOMEM)
-			return dec_fail(d, rc, "cannot decode stream: out of memory");
-		if (rc || got != d->raw_len)
-			return dec_fail(d, HO_EFORMAT, "frame %llu: %s payload does not decompress to %u bytes",
-					seq, codec_names[d->codec], d->raw_len);
-	}
-	if ((rc = dec_check_records(d)) || (rc = dec_emit_records(d)))
-		return rc;
-	d->pos.frames++;
-	d->pos.records += d->nrec;
-	d->pos.bytes += d->raw_len;
-	if (d->ops->frame && (rc = d->ops->frame(d->arg, d->seq))) {
-		d->err = rc;
-		snprintf(d->msg, sizeof(d->msg), "cannot stage frame %llu: %s", seq, ho_strerror(rc));
-		return rc;
-	}
-	return 0;
+	d->in_frames++;
+	return dec_submit(d, mac);
 }
 
 int stream_dec_feed(struct stream_dec *d, const void *src, size_t *len)
@@ -1249,6 +1517,9 @@ int stream_dec_feed(struct stream_dec *d, const void *src, size_t *len)
 			break;
 		}
 	}
+	/* hand out the frames the workers finished meanwhile (acks go out without waiting) */
+	while (!rc && !d->err && dec_retire(d, false) == 0)
+		;
 	*len -= left;
 	return d->err ? d->err : rc;
 }
@@ -1259,6 +1530,8 @@ int stream_dec_finish(struct stream_dec *d)
 		return d->err;
 	if (d->state == D_DONE)
 		return 0;
+	if (dec_drain(d))
+		return d->err;
 	if (d->state == D_HEADER)
 		return dec_fail(d, HO_ETRUNC, "stream ends inside its header (%zu of %d bytes)", d->have, STREAM_HEADER_LEN);
 	return dec_fail(d, HO_ETRUNC, "stream ends early, inside frame %llu (no end record)",

@@ -74,6 +74,9 @@ struct stream_header {
 	uint32_t chunk_size;
 	uint32_t frame_max;              /* largest frame payload the sender emits */
 	char mode[STREAM_MODE_LEN];      /* NUL-terminated */
+	uint8_t basis[STREAM_ID_LEN];    /* sent-refs may name chunks received before this stream:
+	                                    the id of the stream the receiver must have applied last
+	                                    (all zero: they name only chunks of this stream) */
 	struct {
 		uint64_t size;                   /* image size */
 		struct overlay_identity base;    /* its base */
@@ -209,6 +212,13 @@ struct stream_dec;
 int stream_dec_new(const void *psk, size_t psk_len, const struct stream_dec_ops *ops, void *arg,
 		   struct stream_dec **out);
 void stream_dec_free(struct stream_dec *d);
+/* Decompress and check frames on n worker threads (n <= 1: in the caller), before the first byte
+ * is fed (else HO_ESTATE). Frames are verified (checksums, chain, mac) as they arrive and their
+ * chunks handed out in stream order from the feeding thread, so callbacks never run concurrently
+ * and the result is the same whatever n; a frame's chunks may be handed out during a later
+ * stream_dec_feed() or stream_dec_finish() call, and an error in a frame is reported once the
+ * frames before it were handed out. At most n + 1 frames are held. */
+int stream_dec_set_threads(struct stream_dec *d, unsigned n);
 /* Consume up to *len bytes of src; *len gets what was consumed (all of it unless an error or the
  * end of the stream came first). Returns 0 or the (sticky) error; every rejection is logged once
  * with the reason (ho_err) unless quiet was set. Bytes after END give HO_ETRAILING. */

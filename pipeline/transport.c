@@ -30,8 +30,11 @@
 #include <sys/time.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 #include "common/common.h"
+#include "pipeline/adapt.h"
 #include "pipeline/pipeline.h"
 #include "pipeline/stream.h"
 #include "pipeline/export_int.h"
@@ -41,6 +44,8 @@
 #define PENDING_NAME "export-pending"
 #define LINE_MAX_ 512
 #define RESTART 1            /* internal: regenerate from the start */
+#define TX_RING 4096
+#define TX_WINDOW_MIN (256u << 10)
 
 /* ---- addresses -------------------------------------------------------------------------------- */
 
@@ -224,12 +229,20 @@ struct tx {
 	bool done;                 /* receiver had it already */
 	struct export_throttle th;
 	int rc;                    /* the receiver's error, if it sent one */
+	struct adapt *ad;          /* the adaptive engine: learns the link from acks (may be NULL) */
+	uint64_t cum[TX_RING];     /* with ad: wire bytes up to the end of frame seq (seq % TX_RING) */
+	uint64_t sent_seq;         /* frames sent (+1 of the last seq) */
+	uint64_t nacks;            /* acknowledgements received on this connection */
 };
 
 static int tx_handle_line(struct tx *t, const char *line)
 {
 	if (!strncmp(line, "ack ", 4)) {
-		t->acked = strtoull(line + 4, NULL, 10) + 1;
+		uint64_t seq = strtoull(line + 4, NULL, 10);
+		t->acked = seq + 1;
+		t->nacks++;
+		if (t->ad)
+			adapt_frame_acked(t->ad, seq, ho_mono_ns());
 		return 0;
 	}
 	if (!strncmp(line, "error ", 6))
@@ -246,6 +259,28 @@ static int tx_drain(struct tx *t)
 		if ((rc = tx_handle_line(t, line)))
 			return rc;
 	return rc == HO_EBUSY ? 0 : rc;
+}
+
+/* Adaptive sender: keep at most about a quarter second of the link's rate (at least 256 KiB)
+ * unacknowledged, so the mode chosen now is the one the link sees soon, and the engine's
+ * decisions follow what the acknowledgements tell (the socket buffer would absorb megabytes). */
+static int tx_window(struct tx *t)
+{
+	char line[LINE_MAX_];
+	struct adapt_status st;
+	int rc;
+
+	adapt_status(t->ad, &st);
+	/* until acknowledgements measured the link, the engine's bandwidth is a guess */
+	uint64_t window = t->nacks < 2 ? TX_WINDOW_MIN : HO_MAX((uint64_t)TX_WINDOW_MIN, (uint64_t)(st.bandwidth_Bps / 4));
+	while (t->sent_seq > t->acked && t->sent_seq - t->acked < TX_RING &&
+	       t->res->wire_bytes - (t->acked ? t->cum[(t->acked - 1) % TX_RING] : 0) > window) {
+		if ((rc = line_read(&t->in, line, sizeof(line), true)))
+			return rc == HO_ETIMEDOUT ? rc : HO_ECONN;
+		if ((rc = tx_handle_line(t, line)))
+			return rc;
+	}
+	return 0;
 }
 
 static int tx_emit(void *arg, const struct stream_piece *p)
@@ -290,6 +325,11 @@ static int tx_emit(void *arg, const struct stream_piece *p)
 		return 0;
 	}
 	export_throttle(&t->th, t->o->rate_limit, p->len);
+	int queued = -1;
+	if (t->ad && t->o->adaptive && (rc = tx_window(t)))
+		return rc;
+	if (t->ad && ioctl(t->fd, SIOCOUTQ, &queued) < 0)
+		queued = -1;
 	if (ho_write_full(t->fd, p->buf, p->len)) {
 		/* the receiver may have said why before closing */
 		tx_drain(t);
@@ -299,6 +339,11 @@ static int tx_emit(void *arg, const struct stream_piece *p)
 		return HO_ECONN;
 	}
 	t->res->wire_bytes += p->len;
+	if (t->ad && p->kind == STREAM_EMIT_FRAME) {
+		adapt_frame_sent(t->ad, p->seq, p->len, queued < 0 ? UINT64_MAX : (uint64_t)queued, ho_mono_ns());
+		t->cum[p->seq % TX_RING] = t->res->wire_bytes;
+		t->sent_seq = p->seq + 1;
+	}
 	return tx_drain(t);
 }
 
@@ -331,8 +376,9 @@ int export_to_tcp(const char *dir, uint32_t until, const struct export_opts *o, 
 {
 	int timeout = o->timeout_ms ? o->timeout_ms : 30000, rc;
 	char *path = pending_path(dir), line[LINE_MAX_];
+	struct export_opts oo = *o;
 	struct tx t;
-	bool fresh = false;
+	bool fresh = false, published = false, fell_back = false;
 
 	if (!path)
 		return HO_ENOMEM;
@@ -346,16 +392,23 @@ int export_to_tcp(const char *dir, uint32_t until, const struct export_opts *o, 
 			return rc;
 		}
 	}
-	for (int attempt = 0; attempt < 2; attempt++) {
+	for (int attempt = 0; attempt < 3; attempt++) {
 		memset(&t, 0, sizeof(t));
-		t.o = o;
+		t.o = &oo;
 		t.res = res;
 		t.fresh = fresh;
 		if ((rc = tcp_connect(hostport, timeout, &t.fd)))
 			break;
 		t.in.fd = t.fd;
-		rc = export_run(dir, until, o, tx_emit, &t, res);
-		if (rc == RESTART) {
+		/* a fresh engine per attempt (frame numbers start over); it learns the link from acks */
+		if ((rc = export_adapt_new(&oo, &t.ad))) {
+			close(t.fd);
+			break;
+		}
+		rc = export_run_adapt(dir, until, &oo, t.ad, tx_emit, &t, res);
+		adapt_free(t.ad);
+		t.ad = NULL;
+		if (rc == RESTART && !fresh) {
 			close(t.fd);
 			fresh = true;
 			continue;
@@ -373,15 +426,28 @@ int export_to_tcp(const char *dir, uint32_t until, const struct export_opts *o, 
 					rc = HO_ECONN;
 					break;
 				}
-				if (!strcmp(line, "published"))
+				if (!strcmp(line, "published")) {
+					published = true;
 					break;
+				}
 				if ((rc = tx_handle_line(&t, line)))
 					break;
 			}
 		}
 		close(t.fd);
+		/* the receiver does not hold what earlier exports sent (it was restored, changed, or
+		 * applied another stream): send this one again, referencing only itself */
+		if (rc && res->history && !fell_back && (t.rc == HO_ESTALE || t.rc == HO_EDIGEST)) {
+			ho_warn("the receiver does not hold the chunks earlier exports sent: sending the stream again without references to them");
+			export_sent_forget(dir);
+			oo.no_history = true;
+			fell_back = fresh = true;
+			continue;
+		}
 		break;
 	}
+	/* what this export sent describes the receiver only once it published it */
+	export_sent_commit(dir, published && !rc);
 	free(path);
 	return rc;
 }
@@ -416,6 +482,8 @@ int transport_serve(struct overlay *ov, struct tracker *t, int conn_fd, const st
 	int rc;
 
 	o.keep_partial = true;
+	if (res)
+		memset(res, 0, sizeof(*res));
 	set_timeouts(conn_fd, 120000);
 	if ((rc = line_read(&in, line, sizeof(line), true)))
 		goto out;
@@ -488,6 +556,8 @@ int transport_serve(struct overlay *ov, struct tracker *t, int conn_fd, const st
 	if (!rc)
 		send_line(conn_fd, "published");
 reply:
+	if (rc && res && im)
+		res->basis = import_has_basis(im);
 	if (rc) {
 		const char *msg = im ? import_errmsg(im) : "";
 		send_line(conn_fd, "error %d %s", rc, msg[0] ? msg : ho_strerror(rc));

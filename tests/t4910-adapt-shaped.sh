@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# exclusive: compares CPU-bound mode choices, so it must not share the cores with other tests
 # t4910-adapt-shaped.sh — the adaptive exporter on an emulated WAN (scripts/wan.sh): at 5 Mbit/s
 # it must settle on a stronger mode than at 1 Gbit/s, with a competing busy process per core it
 # must move toward cheaper compression than on an idle machine at the same rate, and every
@@ -81,8 +82,8 @@ else not_ok "stronger mode at 5 Mbit/s (rank $thin) than at 1 Gbit/s (rank $fat)
 # CPU contention at a rate where the idle machine compresses hard
 "$WAN" rate $NAME 25mbit
 transfer "25 Mbit/s, idle"; idle=${RANK:-0}
-for _ in $(seq "$(nproc)"); do sh -c 'while :; do :; done' & BUSY+=($!); done
-transfer "25 Mbit/s, $(nproc) busy processes"; loaded=${RANK:-0}
+for _ in $(seq $((3 * $(nproc)))); do sh -c 'while :; do :; done' & BUSY+=($!); done
+transfer "25 Mbit/s, $((3 * $(nproc))) busy processes"; loaded=${RANK:-0}
 kill "${BUSY[@]}"; BUSY=()
 check "25 Mbit/s, idle: compresses harder than the cheapest mode (rank $idle)" [ "$idle" -gt 1 ]
 if [ "$loaded" -lt "$idle" ]; then

@@ -30,6 +30,9 @@ static void usage(FILE *f)
 "                         lz4hc, zstd, lzma, optionally CODEC-LEVEL\n"
 "  --list-modes           print the named modes (cheapest first) and exit\n"
 "  -T, --threads N        worker threads (default 1)\n"
+"  --no-history           do not reference chunks sent by earlier exports\n"
+"  --adaptive             switch between the named modes as CPU and network allow\n"
+"  --progress[=json]      a progress line (JSON lines with =json) every half second\n"
 "  --gen-file FILE        write the closed generation number to FILE (atomically)\n"
 "  --frame-size SIZE      frame payload limit (default 1M; testing)\n"
 "  --rate-limit RATE      send at most RATE bytes per second (testing)\n"
@@ -39,7 +42,7 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
-	enum { O_SINCE = 256, O_TO, O_KEY, O_MODE, O_LIST, O_GENFILE, O_FRAME, O_RATE, O_VERSION };
+	enum { O_SINCE = 256, O_TO, O_KEY, O_MODE, O_LIST, O_GENFILE, O_FRAME, O_RATE, O_VERSION, O_NOHIST, O_ADAPT, O_PROGRESS };
 	static const struct option longopts[] = {
 		{ "since", required_argument, NULL, O_SINCE },
 		{ "output", required_argument, NULL, 'o' },
@@ -51,6 +54,9 @@ int main(int argc, char **argv)
 		{ "gen-file", required_argument, NULL, O_GENFILE },
 		{ "frame-size", required_argument, NULL, O_FRAME },
 		{ "rate-limit", required_argument, NULL, O_RATE },
+		{ "no-history", no_argument, NULL, O_NOHIST },
+		{ "adaptive", no_argument, NULL, O_ADAPT },
+		{ "progress", optional_argument, NULL, O_PROGRESS },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
@@ -64,7 +70,7 @@ int main(int argc, char **argv)
 	char *dir = NULL, *tmp = NULL;
 	uint64_t v;
 	uint32_t until = 0;
-	int c, verbosity = LOG_NOTICE, rc, fd = -1;
+	int c, verbosity = LOG_NOTICE, rc, fd = -1, progress = 0;
 
 	ho_log_init(argv[0]);
 	while ((c = getopt_long(argc, argv, "o:T:qvh", longopts, NULL)) != -1) {
@@ -92,6 +98,18 @@ int main(int argc, char **argv)
 			}
 			break;
 		case O_GENFILE: genfile = optarg; break;
+		case O_NOHIST: o.no_history = true; break;
+		case O_ADAPT: o.adaptive = true; break;
+		case O_PROGRESS:
+			if (!optarg || !strcmp(optarg, "human")) {
+				progress = 1;
+			} else if (!strcmp(optarg, "json")) {
+				progress = 2;
+			} else {
+				ho_err("invalid progress format '%s' (human or json)", optarg);
+				return PIPELINE_EXIT_USAGE;
+			}
+			break;
 		case O_FRAME:
 			if (ho_parse_size(optarg, &v) || v > (16u << 20)) {
 				ho_err("invalid frame size '%s'", optarg);
@@ -135,7 +153,12 @@ int main(int argc, char **argv)
 	} else {
 		ho_warn("the stream is unauthenticated (no --key)");
 	}
-	o.progress = verbosity >= LOG_INFO;
+	o.progress = progress ? progress : verbosity >= LOG_INFO ? 1 : 0;
+	if (o.adaptive && o.mode) {
+		ho_err("--adaptive and --mode exclude each other");
+		rc = HO_EINVAL;
+		goto out;
+	}
 
 	/* an interrupted transfer to the same receiver is continued, not checkpointed again */
 	if (!to || export_pending(dir, o.since, to, &until) != 0) {
@@ -181,6 +204,9 @@ int main(int argc, char **argv)
 		goto out;
 	ho_info("sent %" PRIu64 " disk and %" PRIu64 " memory chunks (%" PRIu64 " bytes) in %" PRIu64 " frames, %" PRIu64 " bytes of stream",
 		res.chunks[0], res.chunks[1], res.input_bytes, res.frames, res.wire_bytes);
+	ho_info("%" PRIu64 " chunks sent as references to chunks the receiver holds%s",
+		res.sent_refs, res.history ? " (including chunks of earlier exports)" : "");
+	ho_info("peak memory %" PRIu64 " KiB", pipeline_peak_rss() / 1024);
 	ho_notice("generation %u", until);
 	if (genfile) {
 		char line[32];

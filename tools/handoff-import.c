@@ -38,6 +38,7 @@ static void usage(FILE *f)
 "  --memory FILE          base memory image (to create OVERLAY_DIR)\n"
 "  --memory-size SIZE     all-zero memory base of SIZE bytes (to create OVERLAY_DIR)\n"
 "  --chunk-size SIZE      chunk size of a created OVERLAY_DIR (default 4K)\n"
+"  -T, --threads N        decompress frames on N threads (default 1)\n"
 "  -q, --quiet / -v, --verbose\n"
 "  -h, --help / --version\n");
 }
@@ -126,6 +127,10 @@ static int do_listen(const char *addr, const char *port_file, bool keep_going, s
 			ho_notice("connection ended early; waiting for the sender to resume");
 			continue;
 		}
+		if ((rc == HO_ESTALE || rc == HO_EDIGEST) && r.basis) {
+			ho_notice("refused a stream that references chunks of earlier streams; waiting for the sender to send it without them");
+			continue;
+		}
 		if (!keep_going)
 			break;
 	}
@@ -147,6 +152,7 @@ int main(int argc, char **argv)
 		{ "memory", required_argument, NULL, O_MEMORY },
 		{ "memory-size", required_argument, NULL, O_MEMSIZE },
 		{ "chunk-size", required_argument, NULL, O_CHUNK },
+		{ "threads", required_argument, NULL, 'T' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
@@ -165,7 +171,7 @@ int main(int argc, char **argv)
 
 	ho_log_init(argv[0]);
 	signal(SIGPIPE, SIG_IGN);
-	while ((c = getopt_long(argc, argv, "qvh", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "T:qvh", longopts, NULL)) != -1) {
 		switch (c) {
 		case O_KEY: keyfile = optarg; break;
 		case O_VERIFY: o.verify_only = true; break;
@@ -186,6 +192,16 @@ int main(int argc, char **argv)
 				return PIPELINE_EXIT_USAGE;
 			}
 			break;
+		case 'T': {
+			char *end;
+			unsigned long n = strtoul(optarg, &end, 10);
+			if (*end || end == optarg || n < 1 || n > 64) {
+				ho_err("invalid thread count '%s' (1 to 64)", optarg);
+				return PIPELINE_EXIT_USAGE;
+			}
+			o.threads = (unsigned)n;
+			break;
+		}
 		case 'q': verbosity = LOG_ERR; break;
 		case 'v': verbosity = verbosity >= LOG_INFO ? LOG_DEBUG : LOG_INFO; break;
 		case 'h': usage(stdout); return PIPELINE_EXIT_OK;
@@ -254,6 +270,7 @@ int main(int argc, char **argv)
 		if (!rc)
 			report(&r, o.verify_only);
 	}
+	ho_info("peak memory %" PRIu64 " KiB", pipeline_peak_rss() / 1024);
 out:
 	if (t)
 		tracker_close(t);

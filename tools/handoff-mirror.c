@@ -37,6 +37,7 @@ struct mirror {
 	size_t key_len;
 	const char *listen;
 	const char *port_file;
+	unsigned threads;               /* -T: decoding threads per stream */
 	int listen_fd;
 	int stop_pipe[2];
 	pthread_t listener;
@@ -61,6 +62,7 @@ static void usage(FILE *f)
 "  --port-file FILE       write the bound port to FILE once listening\n"
 "  --from FILE|-          apply this stream first (repeatable; - is standard input)\n"
 "  --key FILE             pre-shared key: accept only streams authenticated with it\n"
+"  -T, --threads N        decode each stream's frames on N threads (default: all CPUs)\n"
 "  -f, --foreground       do not daemonize\n"
 "  --ready-fd N           write \"ready\" to fd N once the mount serves requests\n"
 "  --allow-other          let other users access the mount\n"
@@ -84,6 +86,7 @@ static void import_options(struct mirror *m, struct import_opts *o)
 	o->key_len = m->key_len;
 	o->published = published;
 	o->arg = m;
+	o->threads = m->threads;
 }
 
 static void log_result(const char *from, const struct import_result *r, int rc)
@@ -275,6 +278,7 @@ int main(int argc, char **argv)
 		{ "port-file", required_argument, NULL, O_PORTFILE },
 		{ "from", required_argument, NULL, O_FROM },
 		{ "key", required_argument, NULL, O_KEY },
+		{ "threads", required_argument, NULL, 'T' },
 		{ "foreground", no_argument, NULL, 'f' },
 		{ "ready-fd", required_argument, NULL, O_READY },
 		{ "allow-other", no_argument, NULL, O_ALLOW },
@@ -294,7 +298,9 @@ int main(int argc, char **argv)
 
 	ho_log_init(argv[0]);
 	pthread_mutex_init(&m.apply_lock, NULL);
-	while ((c = getopt_long(argc, argv, "fqvh", longopts, NULL)) != -1) {
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	m.threads = ncpu > 0 ? (unsigned)ncpu : 1;
+	while ((c = getopt_long(argc, argv, "fqvhT:", longopts, NULL)) != -1) {
 		switch (c) {
 		case O_DISK: disk = optarg; break;
 		case O_MEMORY: memory = optarg; break;
@@ -320,6 +326,13 @@ int main(int argc, char **argv)
 			from[nfrom++] = optarg;
 			break;
 		case O_KEY: keyfile = optarg; break;
+		case 'T':
+			if (atoi(optarg) < 1 || atoi(optarg) > 256) {
+				ho_err("invalid thread count '%s'", optarg);
+				return EX_USAGE_;
+			}
+			m.threads = (unsigned)atoi(optarg);
+			break;
 		case 'f': foreground = true; break;
 		case O_READY: opt.ready_fd = atoi(optarg); break;
 		case O_ALLOW: opt.allow_other = true; break;

@@ -5,7 +5,8 @@
  * Control bit 0: decode with the key "fuzz-key-0123456789abcdef"; bit 1: "records mode" — the
  * rest is the payload of one data frame, wrapped here in a valid header, frame header and
  * checksums (and END), so the fuzzer reaches the record parser instead of the checksums;
- * bits 2-7: the size of the first piece fed (x 37), to exercise partial feeds. Built with clang -fsanitize=fuzzer,address by `make fuzz`,
+ * bits 2-7: the size of the first piece fed (x 37), to exercise partial feeds; bit 7 also
+ * decodes on two worker threads. Built with clang -fsanitize=fuzzer,address by `make fuzz`,
  * and with tests/fuzz/replay.c under gcc so `make check` replays the corpus and golden-bad inputs.
  */
 #include <stdint.h>
@@ -117,6 +118,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	stream_dec_set_quiet(d, true);
 	uint8_t ctl = data[0], *wrapped = NULL;
+	if (ctl & 0x80)                 /* the parallel decoder too (same verdicts, in order) */
+		stream_dec_set_threads(d, 2);
 	data++;
 	size--;
 	if ((ctl & 2) && !(ctl & 1)) {

@@ -204,6 +204,42 @@ static int cmd_fill(const char *dir, const char *img_s, const char *seed_s)
 	return rc ? 1 : 0;
 }
 
+/* Copy len bytes of the current content of image si at soff to image di at doff (what a guest
+ * does when it copies data: the copy is a modified range with the same bytes elsewhere). */
+static int cmd_copy(char **a)
+{
+	struct overlay *ov;
+	struct tracker *t;
+	int si = !strcmp(a[0], "memory"), di = !strcmp(a[2], "memory"), rc;
+	uint64_t soff, doff, len;
+	if (ho_parse_size(a[1], &soff) || ho_parse_size(a[3], &doff) || ho_parse_size(a[4], &len))
+		return 2;
+	uint8_t *buf = malloc(len ? len : 1);
+
+	if (!buf || (rc = open_both(a[-1], OVERLAY_LOCK, 0, &ov, &t)))
+		return 1;
+	uint32_t cs = overlay_chunk_size(ov);
+	rc = soff + len > overlay_image_size(ov, si) || doff + len > overlay_image_size(ov, di) ? HO_EINVAL : 0;
+	for (uint64_t o = 0; o < len && !rc; ) {
+		uint64_t c = (soff + o) / cs, n = HO_MIN(len - o, (c + 1) * cs - (soff + o));
+		if (tracker_chunk_gen(t, si, c) > 0)
+			rc = overlay_read(ov, si, buf + o, n, soff + o);
+		else
+			rc = overlay_read_base(ov, si, buf + o, n, soff + o);
+		o += n;
+	}
+	if (!rc)
+		rc = cow_write(ov, t, di, buf, len, doff);
+	if (!rc)
+		rc = tracker_commit(t, sync_cb, ov);
+	tracker_close(t);
+	overlay_close(ov);
+	free(buf);
+	if (rc)
+		fprintf(stderr, "mkoverlay: copy failed: %s\n", ho_strerror(rc));
+	return rc ? 1 : 0;
+}
+
 static int cmd_checkpoint(const char *dir)
 {
 	struct overlay *ov;
@@ -299,6 +335,8 @@ int main(int argc, char **argv)
 		return cmd_write(argv[2], argv[3], argv[4], argc > 5 ? argv[5] : NULL);
 	if (argc == 5 && !strcmp(argv[1], "fill"))
 		return cmd_fill(argv[2], argv[3], argv[4]);
+	if (argc == 8 && !strcmp(argv[1], "copy"))
+		return cmd_copy(argv + 3);
 	if (argc == 3 && !strcmp(argv[1], "checkpoint"))
 		return cmd_checkpoint(argv[2]);
 	if (argc == 5 && !strcmp(argv[1], "dump"))
@@ -307,6 +345,7 @@ int main(int argc, char **argv)
 		return cmd_hash(argv[2]);
 	fprintf(stderr, "usage: mkoverlay mkbase FILE SIZE SEED | create DIR DISK MEM|zero:SIZE [CHUNK] |\n"
 			"       write DIR SEED COUNT [MAXLEN] | fill DIR disk|memory SEED | checkpoint DIR |\n"
-			"       dump DIR disk|memory OUT | hash DIR\n");
+			"       dump DIR disk|memory OUT | hash DIR |\n"
+			"       copy DIR disk|memory SRC_OFF disk|memory DST_OFF LEN\n");
 	return 2;
 }

@@ -167,7 +167,8 @@ int main(void)
 		sentset_lookup(s, f1, 5, &im, &ix);
 		ok(im == 0 && ix == 10, "the earliest copy stays the reference");
 		sentset_add(s, f2, 0, 10, 3);              /* location 0/10 re-sent with other content */
-		is_int(sentset_lookup(s, f1, 5, &im, &ix), HO_ENOENT, "re-sending a location drops its old content");
+		ok(sentset_lookup(s, f1, 5, &im, &ix) == 0 && im == 1 && ix == 20,
+		   "re-sending a location drops its old content (the copy at 1/20 takes over)");
 		is_int(sentset_lookup(s, f2, 5, &im, &ix), 0, "and records the new content");
 		sentset_invalidate(s, 0, 10);
 		is_int(sentset_lookup(s, f2, 5, &im, &ix), HO_ENOENT, "invalidate drops the entry");
@@ -187,11 +188,30 @@ int main(void)
 		}
 		ok(bad == 0, "50000 entries with colliding hashes, half invalidated (%d wrong)", bad);
 		sentset_add(s, f3, 1, 7, 99);
+		{   /* copies: when the referenced location is rewritten, another copy takes over */
+			struct sentset *c = sentset_new();
+			uint8_t a[16] = { 0xa1 }, bb[16] = { 0xb2 };
+			sentset_add(c, a, 0, 1, 1);
+			sentset_add(c, a, 1, 5, 2);
+			sentset_add(c, a, 0, 9, 3);
+			sentset_add(c, bb, 0, 1, 4);          /* location 0/1 rewritten */
+			ok(sentset_lookup(c, a, 10, &im, &ix) == 0 && im == 0 && ix == 9, "copy 0/9 referenced after 0/1 was rewritten");
+			sentset_invalidate(c, 1, 5);
+			sentset_invalidate(c, 0, 9);
+			is_int(sentset_lookup(c, a, 10, &im, &ix), HO_ENOENT, "no copy left");
+			ok(sentset_lookup(c, bb, 10, &im, &ix) == 0 && im == 0 && ix == 1, "new content at 0/1");
+			sentset_free(c);
+		}
 		char *sp = ho_path_join(dir, "sentset");
+		struct sentset_lineage lin = { .until = 42 }, got;
+		memset(lin.stream, 0xab, 16);
+		sentset_set_lineage(s, &lin);
 		is_int(sentset_save(s, sp), 0, "save");
 		struct sentset *l;
 		is_int(sentset_load(sp, &l), 0, "load");
 		is_int(sentset_count(l), sentset_count(s), "same count");
+		sentset_get_lineage(l, &got);
+		ok(got.until == 42 && got.stream[0] == 0xab && got.stream[15] == 0xab, "lineage kept (until %u)", got.until);
 		is_int(sentset_lookup(l, f3, 1, &im, &ix), 0, "loaded entries are from before this stream (seq 0)");
 		ok(im == 1 && ix == 7, "loaded location");
 		sentset_free(l);

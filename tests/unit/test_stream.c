@@ -182,6 +182,10 @@ static int encode(struct buf *b, uint8_t tag, const char *key, int codec, int le
 }
 
 /* Decode b (len bytes, step bytes per feed) into a fresh receiver; returns the error. */
+static unsigned dec_threads;
+static char last_msg[256];
+static size_t damage_stride = 1;   /* test every n-th truncation point and bit */
+
 static int decode(const uint8_t *p, size_t len, const char *key, size_t step, struct rx *r)
 {
 	struct stream_dec *d;
@@ -190,6 +194,10 @@ static int decode(const uint8_t *p, size_t len, const char *key, size_t step, st
 	rx_init(r);
 	if (stream_dec_new(key, key ? strlen(key) : 0, &ops, r, &d))
 		return HO_ENOMEM;
+	if (stream_dec_set_threads(d, dec_threads)) {
+		stream_dec_free(d);
+		return HO_ESTATE;
+	}
 	stream_dec_set_quiet(d, true);
 	rc = 0;
 	for (size_t off = 0; off < len && !rc; ) {
@@ -199,6 +207,7 @@ static int decode(const uint8_t *p, size_t len, const char *key, size_t step, st
 	}
 	if (!rc)
 		rc = stream_dec_finish(d);
+	snprintf(last_msg, sizeof(last_msg), "%s", stream_dec_errmsg(d));
 	stream_dec_free(d);
 	return rc;
 }
@@ -221,15 +230,15 @@ static void damage_all(const struct buf *b, const char *key, const char *what)
 	struct rx *r = malloc(sizeof(*r));
 	size_t bad = 0, not_trunc = 0, applied = 0;
 
-	for (size_t cut = 0; cut < b->len; cut++) {
+	for (size_t cut = 0; cut < b->len; cut += damage_stride) {
 		int rc = decode(b->p, cut, key, b->len, r);
 		if (rc != HO_ETRUNC)
 			not_trunc++;
 		if (r->ended)
 			applied++;
 	}
-	ok(not_trunc == 0 && applied == 0, "%s: all %zu truncation points give HO_ETRUNC", what, b->len);
-	for (size_t bit = 0; bit < b->len * 8; bit++) {
+	ok(not_trunc == 0 && applied == 0, "%s: all %zu truncation points give HO_ETRUNC", what, b->len / damage_stride);
+	for (size_t bit = 0; bit < b->len * 8; bit += damage_stride) {
 		memcpy(p, b->p, b->len);
 		p[bit / 8] ^= (uint8_t)(1u << (bit % 8));
 		int rc = decode(p, b->len, key, b->len, r);
@@ -238,7 +247,7 @@ static void damage_all(const struct buf *b, const char *key, const char *what)
 				diag("bit %zu (byte %zu): rc %d (%s), ended %d", bit, bit / 8, rc, ho_strerror(rc), r->ended);
 		}
 	}
-	ok(bad == 0, "%s: all %zu single-bit flips rejected", what, b->len * 8);
+	ok(bad == 0, "%s: all %zu single-bit flips rejected", what, b->len * 8 / damage_stride);
 	free(p);
 	free(r);
 }
@@ -297,6 +306,46 @@ int main(void)
 		free(b2.p);
 		free(b3.p);
 	}
+
+	/* parallel decoding: same images, same errors, in order */
+	dec_threads = 3;
+	is_int(decode(b.p, b.len, NULL, b.len, r), 0, "3 decoding threads: decode whole stream");
+	ok(images_match(r) && r->ended, "3 decoding threads: images equal the sender's");
+	is_int(decode(b.p, b.len, NULL, 1, r), 0, "3 decoding threads: one byte at a time");
+	ok(images_match(r), "3 decoding threads, byte at a time: images equal");
+	for (int c = STREAM_CODEC_LZ4; c < STREAM_CODEC_COUNT; c += 3) {
+		tx_init();
+		encode(&b2, 1, NULL, c, c == STREAM_CODEC_LZMA ? 6 : 1, NULL);
+		rc = decode(b2.p, b2.len, NULL, 100, r);
+		ok(rc == 0, "3 decoding threads: codec %s in 100-byte pieces (%d)", stream_codec_name(c), rc);
+		ok(images_match(r), "3 decoding threads: codec %s images equal", stream_codec_name(c));
+		free(b2.p);
+	}
+	for (unsigned t = 0; t <= 3; t += 3) {
+		/* a record made invalid in frame 2 with valid checksums: the frames before it are handed
+		 * out, then the format error; nothing after */
+		uint8_t *p = malloc(b.len);
+		size_t f = b.frame_off[2];
+		uint32_t enc_len;
+		dec_threads = t;
+		memcpy(p, b.p, b.len);
+		enc_len = ho_get_le32(p + f + 36);
+		p[f + 64 + 1] = 7;                      /* the first record's image */
+		ho_put_le64(p + f + 48, ho_xxh64(p + f + 64, enc_len));
+		ho_put_le64(p + f + 56, ho_xxh64(p + f, 56));
+		ho_put_le64(p + b.frame_off[3] + 40, ho_get_le64(p + f + 56));
+		ho_put_le64(p + b.frame_off[3] + 56, ho_xxh64(p + b.frame_off[3], 56));
+		rc = decode(p, b.len, NULL, b.len, r);
+		ok(rc == HO_EFORMAT, "%u threads: bad record with valid checksums: HO_EFORMAT (%d: %s)", t, rc, last_msg);
+		ok(r->nchunks > 0 && !r->ended, "%u threads: the chunks of frames 0 and 1 were handed out, no more (%zu)",
+		   t, (size_t)r->nchunks);
+		free(p);
+	}
+	dec_threads = 3;
+	damage_stride = 7;
+	damage_all(&b, NULL, "3 decoding threads, every 7th");
+	damage_stride = 1;
+	dec_threads = 0;
 
 	/* damage: truncation and bit flips, unauthenticated */
 	damage_all(&b, NULL, "unauthenticated");

@@ -79,16 +79,23 @@ transfer "1 Gbit/s"; fat=${RANK:-0}
 if [ "$thin" -gt "$fat" ]; then ok "stronger mode at 5 Mbit/s (rank $thin) than at 1 Gbit/s (rank $fat)"
 else not_ok "stronger mode at 5 Mbit/s (rank $thin) than at 1 Gbit/s (rank $fat)"; fi
 
-# CPU contention at a rate where the idle machine compresses hard
-"$WAN" rate $NAME 25mbit
-transfer "25 Mbit/s, idle"; idle=${RANK:-0}
-for _ in $(seq $((3 * $(nproc)))); do sh -c 'while :; do :; done' & BUSY+=($!); done
-transfer "25 Mbit/s, $((3 * $(nproc))) busy processes"; loaded=${RANK:-0}
-kill "${BUSY[@]}"; BUSY=()
-check "25 Mbit/s, idle: compresses harder than the cheapest mode (rank $idle)" [ "$idle" -gt 1 ]
-if [ "$loaded" -lt "$idle" ]; then
-	ok "busy CPU moves toward cheaper compression (rank $idle -> $loaded)"
+# CPU contention at a rate where the idle machine compresses hard. On two shared cores the busy
+# loops also slow the emulated link and the sender's acks, which can make stronger compression
+# look right; so this part runs in make test-long (an otherwise idle machine). The contention
+# decision itself is tested deterministically in test_adapt.
+if [ "${HANDOFF_LONG:-0}" = 1 ]; then
+	"$WAN" rate $NAME 25mbit
+	transfer "25 Mbit/s, idle"; idle=${RANK:-0}
+	for _ in $(seq $((3 * $(nproc)))); do sh -c 'while :; do :; done' & BUSY+=($!); done
+	transfer "25 Mbit/s, $((3 * $(nproc))) busy processes"; loaded=${RANK:-0}
+	kill "${BUSY[@]}"; BUSY=()
+	check "25 Mbit/s, idle: compresses harder than the cheapest mode (rank $idle)" [ "$idle" -gt 1 ]
+	if [ "$loaded" -lt "$idle" ]; then
+		ok "busy CPU moves toward cheaper compression (rank $idle -> $loaded)"
+	else
+		not_ok "busy CPU moves toward cheaper compression (rank $idle -> $loaded)"
+	fi
 else
-	not_ok "busy CPU moves toward cheaper compression (rank $idle -> $loaded)"
+	echo "# the shaped-link CPU contention run is in make test-long (needs an idle machine)"
 fi
 done_testing

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# exclusive: measures link throughput, so it must not share the cores with other tests
 # t4900-wan-shaping.sh — scripts/wan.sh, the emulated WAN the adaptive-mode tests and benchmarks
 # run on: two namespaces joined by a tbf-shaped veth pair must carry a TCP stream at its nominal
 # rate (10 and 50 Mbit/s, within 15 %), follow a rate change in the middle of a transfer, refuse

@@ -798,7 +798,7 @@ int fs_mount(struct overlay *ov, struct tracker *tr, const struct fs_options *op
 	fs->tr = tr;
 	fs->opt = *opt;
 	if (!fs->opt.commit_ms)
-		fs->opt.commit_ms = 1000;
+		fs->opt.commit_ms = 5000;
 	fs->cs = overlay_chunk_size(ov);
 	fs->ctl_fd = -1;
 	fs->wake[0] = fs->wake[1] = -1;

@@ -38,7 +38,7 @@ struct fs_options {
 	int ready_fd;               /* write "ready\n" here once mounted and serving; -1 = none */
 	int *report_fd;             /* a daemonized tool's report fd (common/daemon.h): fs_run()
 	                               calls ho_daemon_ready() on it once serving; NULL = none */
-	unsigned commit_ms;         /* flusher period (default 1000 ms) */
+	unsigned commit_ms;         /* flusher period (default 5000 ms) */
 	fs_ctl_hook ctl_hook;
 	void *ctl_hook_arg;
 	/* Called in the serving process (after daemonizing), before the first request is served:

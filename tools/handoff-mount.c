@@ -42,7 +42,7 @@ static void usage(FILE *f)
 "  -f, --foreground       do not daemonize\n"
 "  --ready-fd N           write \"ready\" to fd N once the mount serves requests\n"
 "  --allow-other          let other users access the mount (needs user_allow_other)\n"
-"  --commit-interval MS   how often the chunk index is committed (default 1000)\n"
+"  --commit-interval MS   how often the chunk index is committed (default 5000)\n"
 "  --no-writeback-cache   do not use the kernel's writeback cache\n"
 "  --no-bdi-tuning        keep the kernel's dirty-page limits and readahead for the mount\n"
 "  --no-tracking          benchmarks only: no chunk index (nothing to export)\n"

@@ -490,8 +490,6 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, of
 	/* discard / zero range: the chunks become zero in the overlay (the pipeline sends them as
 	 * zero chunks, not data) */
 	rc = write_range(fs, img, NULL, (uint64_t)off, (uint64_t)len);
-	if (rc == 0 && !fs->opt.no_tracking)
-		tracker_add_io(fs->tr, 0, 0);
 	fuse_reply_err(req, rc ? ho_to_errno(rc) : 0);
 }
 

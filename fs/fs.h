@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 struct overlay;
+struct overlay_base_spec;
 struct tracker;
 struct fs;
 
@@ -67,5 +68,33 @@ void fs_free(struct fs *fs);
 int fs_invalidate(struct fs *fs, int img, uint64_t off, uint64_t len);
 /* Commit now (data durable first). */
 int fs_sync(struct fs *fs);
+
+/* ---- what handoff-mount and handoff-mirror share at the command line (fs/cli.c) ------------ */
+
+/* Exit statuses of handoff-mount(8), EXIT STATUS; handoff-mirror(8) uses the same ones. */
+enum fs_exit {
+	FS_EXIT_OK = 0, FS_EXIT_USAGE = 1, FS_EXIT_MOUNTPOINT = 2, FS_EXIT_BASE = 3, FS_EXIT_BUSY = 4,
+	FS_EXIT_CORRUPT = 5, FS_EXIT_IO = 6, FS_EXIT_FUSE = 7,
+};
+/* The exit status for an error of opening an overlay or serving it. */
+int fs_exit_code(int err);
+
+/* The image options both tools take: --disk, --memory, --memory-size, --chunk-size. */
+struct fs_images {
+	const char *disk, *memory;
+	uint64_t memory_size, chunk_size;
+};
+/* Take option `name` (one of the four, without dashes) with its value. 0, or HO_EINVAL after
+ * logging a bad value. */
+int fs_images_option(struct fs_images *im, const char *name, const char *value);
+/* Check the combination (all or none: --disk plus exactly one of --memory, --memory-size) and
+ * fill bases[0..1]. *out is bases, or NULL when no image was named (an existing overlay). 0 or
+ * HO_EINVAL (logged). */
+int fs_images_bases(const struct fs_images *im, struct overlay_base_spec *bases,
+		    const struct overlay_base_spec **out);
+/* Open dir's overlay (creating it over bases if new) and its tracker, as their one writer. Errors
+ * are logged; the handles are the caller's. */
+int fs_open_owned(const char *dir, const struct overlay_base_spec *bases, uint32_t chunk_size,
+		  struct overlay **ov, struct tracker **tr);
 
 #endif

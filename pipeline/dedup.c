@@ -671,6 +671,13 @@ static size_t lt_find(const struct sentset *s, uint64_t loc)
 	return i;
 }
 
+/* Backward-shift deletion in a linear-probing table: after freeing slot i, the entry found at j
+ * moves back to i unless its home slot k lies cyclically in (i, j]. */
+static bool backshift_moves(size_t i, size_t j, size_t k)
+{
+	return (j > i && (k <= i || k > j)) || (j < i && k <= i && k > j);
+}
+
 static void ft_delete(struct sentset *s, size_t i)
 {
 	size_t mask = s->cap - 1, j = i;
@@ -680,8 +687,7 @@ static void ft_delete(struct sentset *s, size_t i)
 		if (!s->ft[j].used)
 			break;
 		size_t k = fp_hash(s->ft[j].fp) & mask;
-		/* move j back to i unless its home k lies cyclically in (i, j] */
-		if ((j > i && (k <= i || k > j)) || (j < i && (k <= i && k > j))) {
+		if (backshift_moves(i, j, k)) {
 			s->ft[i] = s->ft[j];
 			s->ft[j].used = false;
 			i = j;
@@ -699,7 +705,7 @@ static void lt_delete(struct sentset *s, size_t i)
 		if (!s->lt[j].used)
 			break;
 		size_t k = loc_hash(s->lt[j].loc) & mask;
-		if ((j > i && (k <= i || k > j)) || (j < i && (k <= i && k > j))) {
+		if (backshift_moves(i, j, k)) {
 			s->lt[i] = s->lt[j];
 			s->lt[j].used = false;
 			i = j;

@@ -27,7 +27,6 @@
 
 /* exit codes: those of handoff-mount(8) for the mount, of handoff-import(1) for a stream given
  * on the command line (see handoff-mirror(8)) */
-enum { EX_USAGE_ = 1, EX_MOUNTPOINT = 2, EX_BASE = 3, EX_BUSY = 4, EX_CORRUPT = 5, EX_IO = 6, EX_FUSE = 7 };
 
 struct mirror {
 	struct fs *fs;
@@ -179,34 +178,15 @@ static void stopping(struct fs *fs, void *arg)
 	}
 }
 
-static int exit_for(int rc)
-{
-	switch (rc) {
-	case 0: return 0;
-	case HO_EBASE: case HO_ENOENT: return EX_BASE;
-	case HO_EBUSY: return EX_BUSY;
-	case HO_ECORRUPT: case HO_EDB: return EX_CORRUPT;
-	case HO_EINVAL: return EX_USAGE_;
-	default: return EX_IO;
-	}
-}
-
 /* Open the overlay, apply the --from streams, listen, mount and serve until unmounted; returns
  * the exit code (handoff-import's for a refused --from stream). */
 static int serve(struct mirror *m, const char *dir, const struct overlay_base_spec *bases, uint32_t chunk,
 		 const char *const *from, int nfrom, struct fs_options *opt)
 {
 	int rc, mount_exit = 0;
-	rc = overlay_open(dir, bases, chunk, OVERLAY_CREATE | OVERLAY_LOCK, &m->ov);
+	rc = fs_open_owned(dir, bases, chunk, &m->ov, &m->tr);
 	if (rc)
-		return exit_for(rc);
-	uint64_t n[OVERLAY_NIMAGES] = { overlay_nchunks(m->ov, 0), overlay_nchunks(m->ov, 1) };
-	rc = tracker_open(overlay_dir(m->ov), OVERLAY_NIMAGES, n, TRACKER_CREATE, &m->tr);
-	if (rc) {
-		ho_err("cannot open the chunk index of '%s': %s", dir, ho_strerror(rc));
-		overlay_close(m->ov);
-		return exit_for(rc);
-	}
+		return fs_exit_code(rc);
 	struct import_opts io;
 	import_options(m, &io);
 	io.keep_partial = m->listen != NULL;     /* a TCP sender may come back to resume */
@@ -252,7 +232,7 @@ static int serve(struct mirror *m, const char *dir, const struct overlay_base_sp
 	opt->hook_arg = m;
 	rc = fs_mount(m->ov, m->tr, opt, &m->fs);
 	if (rc) {
-		mount_exit = rc == HO_EIO ? EX_FUSE : EX_MOUNTPOINT;
+		mount_exit = rc == HO_EIO ? FS_EXIT_FUSE : FS_EXIT_MOUNTPOINT;
 		goto out;
 	}
 	rc = fs_run(m->fs);
@@ -263,7 +243,7 @@ out:
 		close(m->listen_fd);
 	tracker_close(m->tr);
 	overlay_close(m->ov);
-	return mount_exit ? mount_exit : exit_for(rc);
+	return mount_exit ? mount_exit : fs_exit_code(rc);
 }
 
 int main(int argc, char **argv)
@@ -287,41 +267,32 @@ int main(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
-	struct overlay_base_spec bases[OVERLAY_NIMAGES] = { { 0 } };
+	struct overlay_base_spec bases[OVERLAY_NIMAGES];
+	const struct overlay_base_spec *given;
+	struct fs_images im = { 0 };
 	struct fs_options opt = { .ready_fd = -1 };
 	struct mirror m = { .listen_fd = -1, .stop_pipe = { -1, -1 } };
-	const char *disk = NULL, *memory = NULL, *keyfile = NULL, *from[64];
-	int nfrom = 0, c, verbosity = LOG_NOTICE, rc;
+	const char *keyfile = NULL, *from[64];
+	int nfrom = 0, c, li, verbosity = LOG_NOTICE, rc;
 	int report_fd = -1;
 	bool foreground = false;
-	uint64_t memsize = 0, chunk = 0;
 
 	ho_log_init(argv[0]);
 	pthread_mutex_init(&m.apply_lock, NULL);
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	m.threads = ncpu > 0 ? (unsigned)ncpu : 1;
-	while ((c = getopt_long(argc, argv, "fqvhT:", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "fqvhT:", longopts, &li)) != -1) {
 		switch (c) {
-		case O_DISK: disk = optarg; break;
-		case O_MEMORY: memory = optarg; break;
-		case O_MEMSIZE:
-			if (ho_parse_size(optarg, &memsize) || !memsize) {
-				ho_err("invalid memory size '%s'", optarg);
-				return EX_USAGE_;
-			}
-			break;
-		case O_CHUNK:
-			if (ho_parse_size(optarg, &chunk) || chunk > (1u << 20)) {
-				ho_err("invalid chunk size '%s'", optarg);
-				return EX_USAGE_;
-			}
+		case O_DISK: case O_MEMORY: case O_MEMSIZE: case O_CHUNK:
+			if (fs_images_option(&im, longopts[li].name, optarg))
+				return FS_EXIT_USAGE;
 			break;
 		case O_LISTEN: m.listen = optarg; break;
 		case O_PORTFILE: m.port_file = optarg; break;
 		case O_FROM:
 			if (nfrom == (int)HO_ARRAY_SIZE(from)) {
 				ho_err("too many --from streams");
-				return EX_USAGE_;
+				return FS_EXIT_USAGE;
 			}
 			from[nfrom++] = optarg;
 			break;
@@ -329,7 +300,7 @@ int main(int argc, char **argv)
 		case 'T':
 			if (atoi(optarg) < 1 || atoi(optarg) > 256) {
 				ho_err("invalid thread count '%s'", optarg);
-				return EX_USAGE_;
+				return FS_EXIT_USAGE;
 			}
 			m.threads = (unsigned)atoi(optarg);
 			break;
@@ -339,41 +310,35 @@ int main(int argc, char **argv)
 		case 'q': verbosity = LOG_ERR; break;
 		case 'v': verbosity = verbosity >= LOG_INFO ? LOG_DEBUG : LOG_INFO; break;
 		case 'h': usage(stdout); return 0;
-		default: usage(stderr); return EX_USAGE_;
+		default: usage(stderr); return FS_EXIT_USAGE;
 		}
 	}
 	ho_log_set_level(verbosity);
 	if (argc - optind != 2) {
 		ho_err("expected OVERLAY_DIR and MOUNTPOINT (see --help)");
-		return EX_USAGE_;
+		return FS_EXIT_USAGE;
 	}
-	bool have_bases = disk || memory || memsize;
-	if (have_bases && (!disk || (!memory && !memsize) || (memory && memsize))) {
-		ho_err("give --disk and one of --memory or --memory-size");
-		return EX_USAGE_;
-	}
+	if (fs_images_bases(&im, bases, &given))
+		return FS_EXIT_USAGE;
 	if (keyfile && (rc = pipeline_load_key(keyfile, &m.key, &m.key_len)))
-		return EX_USAGE_;
+		return FS_EXIT_USAGE;
 	if (!keyfile)
 		ho_warn("no --key: streams are accepted unauthenticated");
 	const char *dir = argv[optind];
 	opt.mountpoint = argv[optind + 1];
-	bases[OVERLAY_DISK].path = disk;
-	bases[OVERLAY_MEMORY].path = memory;
-	bases[OVERLAY_MEMORY].size = memsize;
 	if (fs_check_mountpoint(opt.mountpoint))
-		return EX_MOUNTPOINT;
+		return FS_EXIT_MOUNTPOINT;
 
 	overlay_wait_released(dir, 30000);
 	/* detach first: sqlite connections and locks must be opened by the daemon itself */
 	if (!foreground) {
 		if ((rc = ho_daemonize(&report_fd))) {
 			ho_err("cannot detach: %s", ho_strerror(rc));
-			return EX_IO;
+			return FS_EXIT_IO;
 		}
 		opt.report_fd = &report_fd;
 	}
-	int code = serve(&m, dir, have_bases ? bases : NULL, (uint32_t)chunk, from, nfrom, &opt);
+	int code = serve(&m, dir, given, (uint32_t)im.chunk_size, from, nfrom, &opt);
 	ho_daemon_fail(&report_fd, code);      /* no-op once the daemon reported ready */
 	free(m.key);
 	return code;

@@ -17,12 +17,6 @@
 #include "tracker/tracker.h"
 #include "fs/fs.h"
 
-/* exit codes, documented in handoff-mount(8) */
-enum {
-	EX_OKAY = 0, EX_USAGE_ = 1, EX_MOUNTPOINT = 2, EX_BASE = 3, EX_BUSY = 4, EX_CORRUPT = 5,
-	EX_IO = 6, EX_FUSE = 7,
-};
-
 static void usage(FILE *f)
 {
 	fprintf(f,
@@ -51,18 +45,6 @@ static void usage(FILE *f)
 "  -d, --debug            libfuse debug output (implies -f)\n"
 "  -q, --quiet / -v, --verbose\n"
 "  -h, --help / --version\n");
-}
-
-static int exit_for(int rc)
-{
-	switch (rc) {
-	case 0: return EX_OKAY;
-	case HO_EBASE: case HO_ENOENT: return EX_BASE;
-	case HO_EBUSY: return EX_BUSY;
-	case HO_ECORRUPT: case HO_EDB: return EX_CORRUPT;
-	case HO_EINVAL: return EX_USAGE_;
-	default: return EX_IO;
-	}
 }
 
 static int print_gen(int image, uint32_t gen, uint64_t chunks, void *arg)
@@ -95,12 +77,12 @@ static int do_status(const char *dir)
 	}
 	rc = overlay_open(dir, NULL, 0, OVERLAY_READONLY, &ov);
 	if (rc)
-		return exit_for(rc);
+		return fs_exit_code(rc);
 	rc = open_tracker_for(ov, TRACKER_READONLY, &tr);
 	if (rc) {
 		ho_err("cannot open the chunk index of '%s': %s", dir, ho_strerror(rc));
 		overlay_close(ov);
-		return exit_for(rc);
+		return fs_exit_code(rc);
 	}
 	rc = tracker_stats(tr, &st);
 	if (rc == 0) {
@@ -118,7 +100,7 @@ static int do_status(const char *dir)
 		ho_err("cannot read the chunk index of '%s': %s", dir, ho_strerror(rc));
 	tracker_close(tr);
 	overlay_close(ov);
-	return exit_for(rc);
+	return fs_exit_code(rc);
 }
 
 static int durable(void *ov) { return overlay_sync(ov); }
@@ -134,15 +116,15 @@ static int do_checkpoint(const char *dir)
 
 	if (rc == 0) {
 		printf("%s\n", reply);
-		return EX_OKAY;
+		return FS_EXIT_OK;
 	}
 	if (rc != HO_ENOENT) {
 		ho_err("checkpoint of '%s' failed: %s", dir, ho_strerror(rc));
-		return exit_for(rc);
+		return fs_exit_code(rc);
 	}
 	rc = overlay_open(dir, NULL, 0, OVERLAY_LOCK, &ov);
 	if (rc)
-		return exit_for(rc);
+		return fs_exit_code(rc);
 	rc = open_tracker_for(ov, 0, &tr);
 	if (rc == 0) {
 		rc = tracker_checkpoint(tr, durable, ov, &closed);
@@ -153,7 +135,7 @@ static int do_checkpoint(const char *dir)
 	if (rc)
 		ho_err("checkpoint of '%s' failed: %s", dir, ho_strerror(rc));
 	overlay_close(ov);
-	return exit_for(rc);
+	return fs_exit_code(rc);
 }
 
 static int mount_and_serve(const char *dir, const struct overlay_base_spec *bases, uint32_t chunk,
@@ -184,29 +166,19 @@ int main(int argc, char **argv)
 		{ "version", no_argument, NULL, O_VERSION },
 		{ 0 }
 	};
-	struct overlay_base_spec bases[OVERLAY_NIMAGES] = { { 0 } };
+	struct overlay_base_spec bases[OVERLAY_NIMAGES];
+	const struct overlay_base_spec *given;
+	struct fs_images im = { 0 };
 	struct fs_options opt = { .ready_fd = -1 };
-	const char *disk = NULL, *memory = NULL;
-	uint64_t memsize = 0, chunk = 0;
-	int c, verbosity = LOG_NOTICE, action = 0, report_fd = -1;
+	int c, li, verbosity = LOG_NOTICE, action = 0, report_fd = -1;
 	bool foreground = false;
 
 	ho_log_init(argv[0]);
-	while ((c = getopt_long(argc, argv, "fdqvh", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "fdqvh", longopts, &li)) != -1) {
 		switch (c) {
-		case O_DISK: disk = optarg; break;
-		case O_MEMORY: memory = optarg; break;
-		case O_MEMSIZE:
-			if (ho_parse_size(optarg, &memsize) || memsize == 0) {
-				ho_err("invalid memory size '%s'", optarg);
-				return EX_USAGE_;
-			}
-			break;
-		case O_CHUNK:
-			if (ho_parse_size(optarg, &chunk) || chunk > (1u << 20)) {
-				ho_err("invalid chunk size '%s'", optarg);
-				return EX_USAGE_;
-			}
+		case O_DISK: case O_MEMORY: case O_MEMSIZE: case O_CHUNK:
+			if (fs_images_option(&im, longopts[li].name, optarg))
+				return FS_EXIT_USAGE;
 			break;
 		case 'f': foreground = true; break;
 		case O_READY: opt.ready_fd = atoi(optarg); break;
@@ -219,41 +191,31 @@ int main(int argc, char **argv)
 		case 'd': opt.debug = foreground = true; break;
 		case 'q': verbosity = LOG_ERR; break;
 		case 'v': verbosity = verbosity >= LOG_INFO ? LOG_DEBUG : LOG_INFO; break;
-		case 'h': usage(stdout); return EX_OKAY;
-		case O_VERSION: printf("handoff-mount 0.1\n"); return EX_OKAY;
-		default: usage(stderr); return EX_USAGE_;
+		case 'h': usage(stdout); return FS_EXIT_OK;
+		case O_VERSION: printf("handoff-mount 0.1\n"); return FS_EXIT_OK;
+		default: usage(stderr); return FS_EXIT_USAGE;
 		}
 	}
 	ho_log_set_level(verbosity);
 	if (action) {
 		if (argc - optind != 1) {
 			ho_err("%s takes one OVERLAY_DIR", action == O_STATUS ? "--status" : "--checkpoint");
-			return EX_USAGE_;
+			return FS_EXIT_USAGE;
 		}
 		return action == O_STATUS ? do_status(argv[optind]) : do_checkpoint(argv[optind]);
 	}
 	if (argc - optind != 2) {
 		ho_err("expected OVERLAY_DIR and MOUNTPOINT (see --help)");
-		return EX_USAGE_;
-	}
-	if (memory && memsize) {
-		ho_err("--memory and --memory-size exclude each other");
-		return EX_USAGE_;
+		return FS_EXIT_USAGE;
 	}
 	const char *dir = argv[optind];
 	opt.mountpoint = argv[optind + 1];
-	bool have_bases = disk || memory || memsize;
-	if (have_bases && (!disk || (!memory && !memsize))) {
-		ho_err("give --disk and one of --memory or --memory-size");
-		return EX_USAGE_;
-	}
-	bases[OVERLAY_DISK].path = disk;
-	bases[OVERLAY_MEMORY].path = memory;
-	bases[OVERLAY_MEMORY].size = memsize;
+	if (fs_images_bases(&im, bases, &given))
+		return FS_EXIT_USAGE;
 
 	/* refuse a bad mountpoint before creating anything */
 	if (fs_check_mountpoint(opt.mountpoint))
-		return EX_MOUNTPOINT;
+		return FS_EXIT_MOUNTPOINT;
 
 	overlay_wait_released(dir, 30000);     /* "fusermount3 -u; handoff-mount" just works */
 	/* detach first: sqlite connections and locks must be opened by the daemon itself */
@@ -261,11 +223,11 @@ int main(int argc, char **argv)
 		int rc = ho_daemonize(&report_fd);
 		if (rc) {
 			ho_err("cannot detach: %s", ho_strerror(rc));
-			return EX_IO;
+			return FS_EXIT_IO;
 		}
 		opt.report_fd = &report_fd;
 	}
-	int code = mount_and_serve(dir, have_bases ? bases : NULL, (uint32_t)chunk, &opt);
+	int code = mount_and_serve(dir, given, (uint32_t)im.chunk_size, &opt);
 	ho_daemon_fail(&report_fd, code);      /* no-op once the daemon reported ready */
 	return code;
 }
@@ -277,20 +239,14 @@ static int mount_and_serve(const char *dir, const struct overlay_base_spec *base
 	struct overlay *ov;
 	struct tracker *tr;
 	struct fs *fs;
-	int rc = overlay_open(dir, bases, chunk, OVERLAY_CREATE | OVERLAY_LOCK, &ov);
+	int rc = fs_open_owned(dir, bases, chunk, &ov, &tr);
 	if (rc)
-		return exit_for(rc);
-	rc = open_tracker_for(ov, TRACKER_CREATE, &tr);
-	if (rc) {
-		ho_err("cannot open the chunk index of '%s': %s", dir, ho_strerror(rc));
-		overlay_close(ov);
-		return exit_for(rc);
-	}
+		return fs_exit_code(rc);
 	rc = fs_mount(ov, tr, opt, &fs);
 	if (rc) {
 		tracker_close(tr);
 		overlay_close(ov);
-		return rc == HO_EIO ? EX_FUSE : EX_MOUNTPOINT;
+		return rc == HO_EIO ? FS_EXIT_FUSE : FS_EXIT_MOUNTPOINT;
 	}
 	rc = fs_run(fs);
 	fs_free(fs);
@@ -298,5 +254,5 @@ static int mount_and_serve(const char *dir, const struct overlay_base_spec *base
 	overlay_close(ov);
 	if (rc)
 		ho_err("unmounted with errors: %s", ho_strerror(rc));
-	return rc ? EX_IO : EX_OKAY;
+	return rc ? FS_EXIT_IO : FS_EXIT_OK;
 }

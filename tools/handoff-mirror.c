@@ -187,6 +187,8 @@ static int serve(struct mirror *m, const char *dir, const struct overlay_base_sp
 	rc = fs_open_owned(dir, bases, chunk, &m->ov, &m->tr);
 	if (rc)
 		return fs_exit_code(rc);
+	if (!m->key)
+		ho_warn("no --key: streams are accepted unauthenticated");
 	struct import_opts io;
 	import_options(m, &io);
 	io.keep_partial = m->listen != NULL;     /* a TCP sender may come back to resume */
@@ -322,8 +324,6 @@ int main(int argc, char **argv)
 		return FS_EXIT_USAGE;
 	if (keyfile && (rc = pipeline_load_key(keyfile, &m.key, &m.key_len)))
 		return FS_EXIT_USAGE;
-	if (!keyfile)
-		ho_warn("no --key: streams are accepted unauthenticated");
 	const char *dir = argv[optind];
 	opt.mountpoint = argv[optind + 1];
 	if (fs_check_mountpoint(opt.mountpoint))

@@ -3,6 +3,8 @@
  * memory (3). Writes are split per chunk; the first write to a chunk copies the rest of it up
  * from the base under a striped lock, later writes go straight to the overlay. Marks go to the
  * tracker only after the data is in the overlay, and commits make the data durable first.
+ * For a post-copy handoff, requests that touch a chunk that has not arrived yet wait for it
+ * (fs.h, "post-copy").
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -54,6 +56,18 @@ struct fs {
 	int ctl_fd;                          /* listening control socket */
 	int wake[2];                         /* wakes the control thread at shutdown */
 	_Atomic int first_err;               /* first durability error (sticky) */
+
+	/* post-copy (fs.h): chunks that have not arrived yet */
+	_Atomic uint64_t npending;           /* pending chunks; the only thing the fast path reads */
+	pthread_mutex_t pend_lock;           /* guards the pend_ and ra_ fields, fetch, bdi */
+	pthread_cond_t pend_cond;            /* CLOCK_MONOTONIC; broadcast on arrival and on failure */
+	uint64_t *pend_bits[OVERLAY_NIMAGES];   /* pending chunks (NULL until the first add) */
+	uint64_t *pend_asked[OVERLAY_NIMAGES];  /* pending chunks the fetch hook was called for */
+	bool pend_failed;                    /* fs_pending_fail(): final */
+	bool ra_off;                         /* read_ahead_kb is 0 until nothing is pending */
+	fs_fetch_fn fetch;
+	void *fetch_arg;
+	char bdi[96];                        /* the bdi dir tune_bdi() tuned, "" if it did not */
 };
 
 static int sig_pipe[2] = { -1, -1 };
@@ -94,6 +108,230 @@ int fs_sync(struct fs *fs)
 		atomic_compare_exchange_strong(&fs->first_err, &none, rc);
 	}
 	return rc;
+}
+
+/* ---- post-copy: waiting for chunks that have not arrived ------------------------------------- */
+
+static bool any_pending(struct fs *fs)
+{
+	return atomic_load_explicit(&fs->npending, memory_order_acquire) != 0;
+}
+
+/* The first set bit of bits in [from, to], or UINT64_MAX. */
+static uint64_t next_bit(const uint64_t *bits, uint64_t from, uint64_t to)
+{
+	while (from <= to) {
+		uint64_t w = bits[from / 64] >> (from % 64);
+		if (w) {
+			uint64_t c = from + (uint64_t)__builtin_ctzll(w);
+			return c <= to ? c : UINT64_MAX;
+		}
+		from = (from / 64 + 1) * 64;
+	}
+	return UINT64_MAX;
+}
+
+#define FETCH_BATCH 64
+#define WAIT_TICK_MS 200
+
+/* Wait until no chunk of [off, off+len) of img is pending, calling the fetch hook (unlocked) for
+ * each pending chunk nobody asked for yet. Called before any stripe lock is taken. Returns 0, or
+ * the errno to reply: EIO after fs_pending_fail() or once the session ends, EINTR when the
+ * kernel interrupted req (its caller got a fatal signal). Every pass re-scans the whole range,
+ * so chunks added meanwhile are asked for too, and wakes missed while unlocked do not matter. */
+static int wait_arrived(struct fs *fs, fuse_req_t req, int img, uint64_t off, uint64_t len)
+{
+	uint64_t batch[FETCH_BATCH];
+	int err = 0;
+
+	if (len == 0)
+		return 0;
+	pthread_mutex_lock(&fs->pend_lock);
+	uint64_t *bits = fs->pend_bits[img], *asked = fs->pend_asked[img];
+	uint64_t first = off / fs->cs, last = HO_MIN((off + len - 1) / fs->cs, overlay_nchunks(fs->ov, img) - 1);
+	while (bits) {
+		bool pending = false, fetched = false;
+		size_t n = 0;
+		for (uint64_t c = next_bit(bits, first, last); c != UINT64_MAX;
+		     c = c < last ? next_bit(bits, c + 1, last) : UINT64_MAX) {
+			pending = true;
+			if (fs->pend_failed)
+				break;
+			if (asked[c / 64] >> (c % 64) & 1)
+				continue;
+			asked[c / 64] |= 1ull << (c % 64);
+			batch[n++] = c;
+			if (n == FETCH_BATCH) {
+				fs_fetch_fn fn = fs->fetch;
+				void *arg = fs->fetch_arg;
+				pthread_mutex_unlock(&fs->pend_lock);
+				for (size_t i = 0; fn && i < n; i++)
+					fn(arg, img, batch[i]);
+				pthread_mutex_lock(&fs->pend_lock);
+				n = 0;
+				fetched = true;
+			}
+		}
+		if (n) {
+			fs_fetch_fn fn = fs->fetch;
+			void *arg = fs->fetch_arg;
+			pthread_mutex_unlock(&fs->pend_lock);
+			for (size_t i = 0; fn && i < n; i++)
+				fn(arg, img, batch[i]);
+			pthread_mutex_lock(&fs->pend_lock);
+			fetched = true;
+		}
+		if (!pending)
+			break;
+		if (fs->pend_failed) {
+			err = EIO;
+			break;
+		}
+		if (fetched)
+			continue;        /* arrivals while unlocked woke nobody: look again first */
+		struct timespec ts;
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		ts.tv_nsec += WAIT_TICK_MS * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&fs->pend_cond, &fs->pend_lock, &ts);
+		if (req && fuse_req_interrupted(req)) {
+			err = EINTR;
+			break;
+		}
+		if (fuse_session_exited(fs->se)) {
+			err = EIO;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&fs->pend_lock);
+	return err;
+}
+
+/* Turn the mount's readahead off (while chunks are pending) or back to what tune_bdi() set.
+ * Caller holds pend_lock. */
+static void set_readahead(struct fs *fs, bool off);
+
+void fs_set_fetch(struct fs *fs, fs_fetch_fn fn, void *arg)
+{
+	pthread_mutex_lock(&fs->pend_lock);
+	fs->fetch = fn;
+	fs->fetch_arg = arg;
+	pthread_mutex_unlock(&fs->pend_lock);
+}
+
+int fs_pending_add(struct fs *fs, int img, uint64_t idx, uint64_t count)
+{
+	uint64_t n, added = 0;
+	int rc = 0;
+
+	if (img < 0 || img >= OVERLAY_NIMAGES)
+		return HO_EINVAL;
+	n = overlay_nchunks(fs->ov, img);
+	if (idx > n || count > n - idx)
+		return HO_EINVAL;
+	if (count == 0)
+		return 0;
+	pthread_mutex_lock(&fs->pend_lock);
+	if (fs->pend_failed) {
+		rc = HO_ESTATE;
+		goto out;
+	}
+	if (!fs->pend_bits[img]) {
+		fs->pend_bits[img] = calloc(n / 64 + 1, sizeof(uint64_t));
+		fs->pend_asked[img] = calloc(n / 64 + 1, sizeof(uint64_t));
+		if (!fs->pend_bits[img] || !fs->pend_asked[img]) {
+			free(fs->pend_bits[img]);
+			free(fs->pend_asked[img]);
+			fs->pend_bits[img] = fs->pend_asked[img] = NULL;
+			rc = HO_ENOMEM;
+			goto out;
+		}
+	}
+	for (uint64_t c = idx; c < idx + count; c++) {
+		uint64_t *w = &fs->pend_bits[img][c / 64], m = 1ull << (c % 64);
+		if (!(*w & m)) {
+			*w |= m;
+			added++;
+		}
+	}
+	atomic_fetch_add_explicit(&fs->npending, added, memory_order_release);
+out:
+	pthread_mutex_unlock(&fs->pend_lock);
+	return rc;
+}
+
+int fs_pending_begin(struct fs *fs)
+{
+	int rc = 0;
+	for (int img = 0; img < OVERLAY_NIMAGES && rc == 0; img++) {
+		/* -ENOSYS: the kernel's INIT is not answered yet, so nothing is cached */
+		int r = fuse_lowlevel_notify_inval_inode(fs->se, INO_IMG(img), 0, 0);
+		if (r && r != -ENOENT && r != -ENOSYS) {
+			ho_err("cannot drop the page cache of '%s': %s", overlay_image_name(img), strerror(-r));
+			rc = ho_from_errno(-r);
+		}
+	}
+	pthread_mutex_lock(&fs->pend_lock);
+	if (any_pending(fs) && !fs->pend_failed && !fs->ra_off) {
+		fs->ra_off = true;
+		set_readahead(fs, true);
+	}
+	pthread_mutex_unlock(&fs->pend_lock);
+	return rc;
+}
+
+void fs_chunk_arrived(struct fs *fs, int img, uint64_t idx, uint64_t count)
+{
+	uint64_t removed = 0;
+
+	if (img < 0 || img >= OVERLAY_NIMAGES || count == 0)
+		return;
+	pthread_mutex_lock(&fs->pend_lock);
+	uint64_t n = overlay_nchunks(fs->ov, img), *bits = fs->pend_bits[img], *asked = fs->pend_asked[img];
+	if (!bits || fs->pend_failed || idx >= n) {
+		pthread_mutex_unlock(&fs->pend_lock);
+		return;
+	}
+	count = HO_MIN(count, n - idx);
+	for (uint64_t c = idx; c < idx + count; c++) {
+		uint64_t m = 1ull << (c % 64);
+		if (bits[c / 64] & m) {
+			bits[c / 64] &= ~m;
+			asked[c / 64] &= ~m;
+			removed++;
+		}
+	}
+	if (removed) {
+		uint64_t left = atomic_fetch_sub_explicit(&fs->npending, removed, memory_order_release) - removed;
+		pthread_cond_broadcast(&fs->pend_cond);
+		if (left == 0 && fs->ra_off) {
+			fs->ra_off = false;
+			set_readahead(fs, false);
+		}
+	}
+	pthread_mutex_unlock(&fs->pend_lock);
+}
+
+void fs_pending_fail(struct fs *fs)
+{
+	pthread_mutex_lock(&fs->pend_lock);
+	if (!fs->pend_failed) {
+		fs->pend_failed = true;
+		pthread_cond_broadcast(&fs->pend_cond);
+		if (fs->ra_off) {
+			fs->ra_off = false;
+			set_readahead(fs, false);
+		}
+	}
+	pthread_mutex_unlock(&fs->pend_lock);
+}
+
+uint64_t fs_pending_count(struct fs *fs)
+{
+	return atomic_load_explicit(&fs->npending, memory_order_acquire);
 }
 
 /* ---- attributes ---------------------------------------------------------------------------- */
@@ -275,6 +513,13 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
 		fuse_reply_err(req, EINVAL);     /* larger than max_read: the kernel never asks */
 		return;
 	}
+	if (any_pending(fs)) {
+		int err = wait_arrived(fs, req, img, pos, end - pos);
+		if (err) {
+			fuse_reply_err(req, err);
+			return;
+		}
+	}
 	/* at most one run per chunk touched, plus one */
 	size_t max_runs = (size_t)((end - 1) / fs->cs - pos / fs->cs + 1);
 	if (max_runs > READ_STACK_RUNS) {
@@ -444,6 +689,13 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 		return;
 	}
 	size = (size_t)HO_MIN((uint64_t)size, isz - (uint64_t)off);
+	if (any_pending(fs)) {
+		int err = wait_arrived(fs, req, img, (uint64_t)off, size);
+		if (err) {
+			fuse_reply_err(req, err);
+			return;
+		}
+	}
 	rc = write_range(fs, img, (const uint8_t *)buf, (uint64_t)off, size);
 	if (rc) {
 		ho_err("cannot write %s at %lld: %s", overlay_image_name(img), (long long)off, ho_strerror(rc));
@@ -488,7 +740,11 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, of
 		return;
 	}
 	/* discard / zero range: the chunks become zero in the overlay (the pipeline sends them as
-	 * zero chunks, not data) */
+	 * zero chunks, not data); a pending chunk must arrive first, or its data would land on top */
+	if (any_pending(fs) && (rc = wait_arrived(fs, req, img, (uint64_t)off, (uint64_t)len))) {
+		fuse_reply_err(req, rc);
+		return;
+	}
 	rc = write_range(fs, img, NULL, (uint64_t)off, (uint64_t)len);
 	fuse_reply_err(req, rc ? ho_to_errno(rc) : 0);
 }
@@ -602,8 +858,9 @@ static void ctl_status(struct fs *fs, int conn)
 		return;
 	}
 	ho_ctl_reply(conn, 0, "generation=%u disk_modified=%" PRIu64 " memory_modified=%" PRIu64
-		     " bytes_read=%" PRIu64 " bytes_written=%" PRIu64 " mountpoint=%s", st.generation,
-		     st.modified[0], st.modified[1], st.bytes_read, st.bytes_written, fs->mountpoint);
+		     " bytes_read=%" PRIu64 " bytes_written=%" PRIu64 " mountpoint=%s pending=%" PRIu64,
+		     st.generation, st.modified[0], st.modified[1], st.bytes_read, st.bytes_written,
+		     fs->mountpoint, fs_pending_count(fs));
 }
 
 static void *ctl_main(void *arg)
@@ -688,6 +945,11 @@ static void *sig_main(void *arg)
 	if (c == 0)   /* shutdown of the thread itself */
 		return NULL;
 	ho_notice("signal %d: unmounting '%s'", c, fs->mountpoint);
+	if (any_pending(fs)) {
+		/* nothing will arrive any more: waiters (and the flush below) must not hang */
+		ho_warn("stopping with %" PRIu64 " chunks not arrived: requests for them fail", fs_pending_count(fs));
+		fs_pending_fail(fs);
+	}
 	unmount_gracefully(fs);
 	return NULL;
 }
@@ -732,6 +994,7 @@ static void write_sysfs(const char *dir, const char *name, const char *value)
  * readahead. For a VM's images that means guest RAM streamed to the daemon page by page as it
  * is dirtied (each page written back again and again) and small reads. As root, allow this mount
  * up to 20 % of the dirty threshold, non-strict, and 1 MiB readahead (handoff-mount(8)). */
+#define READ_AHEAD_KB "1024"
 static void tune_bdi(struct fs *fs)
 {
 	char devno[32], dir[96];
@@ -740,9 +1003,18 @@ static void tune_bdi(struct fs *fs)
 	snprintf(dir, sizeof(dir), "/sys/class/bdi/%s", devno);
 	if (access(dir, W_OK) < 0)
 		return;
-	write_sysfs(dir, "read_ahead_kb", "1024");
+	pthread_mutex_lock(&fs->pend_lock);
+	snprintf(fs->bdi, sizeof(fs->bdi), "%s", dir);
+	write_sysfs(dir, "read_ahead_kb", fs->ra_off ? "0" : READ_AHEAD_KB);
+	pthread_mutex_unlock(&fs->pend_lock);
 	write_sysfs(dir, "strict_limit", "0");
 	write_sysfs(dir, "max_ratio", "20");
+}
+
+static void set_readahead(struct fs *fs, bool off)
+{
+	if (fs->bdi[0])
+		write_sysfs(fs->bdi, "read_ahead_kb", off ? "0" : READ_AHEAD_KB);
 }
 
 /* ---- mount, run, free ---------------------------------------------------------------------- */
@@ -805,6 +1077,12 @@ int fs_mount(struct overlay *ov, struct tracker *tr, const struct fs_options *op
 		pthread_mutex_init(&fs->stripe[i], NULL);
 	pthread_mutex_init(&fs->flush_lock, NULL);
 	pthread_cond_init(&fs->flush_cond, NULL);
+	pthread_mutex_init(&fs->pend_lock, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&fs->pend_cond, &ca);
+	pthread_condattr_destroy(&ca);
 	if (!fs->mountpoint) {
 		rc = HO_ENOMEM;
 		goto fail;
@@ -882,7 +1160,9 @@ int fs_run(struct fs *fs)
 
 	struct fuse_loop_config *cfg = fuse_loop_cfg_create();
 	fuse_loop_cfg_set_clone_fd(cfg, 0);
-	fuse_loop_cfg_set_max_threads(cfg, 16);
+	/* a request waiting for a chunk that has not arrived (post-copy) holds its worker: leave room
+	 * for a vCPU fault or disk request each, so requests for chunks at hand still get served */
+	fuse_loop_cfg_set_max_threads(cfg, 64);
 	fuse_loop_cfg_set_idle_threads(cfg, 8);
 	rc = fuse_session_loop_mt(fs->se, cfg);
 	fuse_loop_cfg_destroy(cfg);
@@ -920,6 +1200,8 @@ void fs_free(struct fs *fs)
 		if (fs->wake[i] >= 0)
 			close(fs->wake[i]);
 		free(fs->nt_bits[i]);
+		free(fs->pend_bits[i]);
+		free(fs->pend_asked[i]);
 	}
 	free(fs->mountpoint);
 	free(fs);

@@ -12,7 +12,8 @@
  * writes that were never fsynced.
  *
  * The daemon also answers the control socket (common/ctl.h): "checkpoint" → "ok GEN", "sync",
- * "status"; other requests go to the caller's hook (the mirror's "apply").
+ * "status" (ending in "pending=N", see fs_pending_count()); other requests go to the caller's hook
+ * (the mirror's "apply").
  */
 #ifndef HANDOFF_FS_H
 #define HANDOFF_FS_H
@@ -68,6 +69,46 @@ void fs_free(struct fs *fs);
 int fs_invalidate(struct fs *fs, int img, uint64_t off, uint64_t len);
 /* Commit now (data durable first). */
 int fs_sync(struct fs *fs);
+
+/* ---- post-copy: chunks that have not arrived yet ------------------------------------------- */
+
+/* The destination of a post-copy handoff resumes the VM before every changed chunk has arrived.
+ * Its mount marks those chunks pending: a read, write or fallocate that touches one waits (in its
+ * FUSE worker) until the chunk arrives, and the owner is told once per chunk so it can ask the
+ * sender for that chunk first. With nothing pending this costs one atomic load per request.
+ * Every function below may be called from any thread, before or during fs_run(). */
+
+/* Called from a FUSE worker (without fs locks held) the first time a request has to wait for
+ * chunk idx of img; must not block for long (it queues a request). */
+typedef void (*fs_fetch_fn)(void *arg, int img, uint64_t idx);
+/* Set the fetch hook (NULL = none). Set it before fs_pending_add(). */
+void fs_set_fetch(struct fs *fs, fs_fetch_fn fn, void *arg);
+/* Mark chunks [idx, idx+count) of img pending (the first call for an image allocates its
+ * bitmaps: 2 bits per chunk). Reads, writes and fallocate that touch a pending chunk wait until
+ * fs_chunk_arrived() covers it (or fs_pending_fail()). Chunks pending already stay pending.
+ * Returns 0, HO_EINVAL (img or range outside the image; nothing marked), HO_ESTATE (after
+ * fs_pending_fail()) or HO_ENOMEM. */
+int fs_pending_add(struct fs *fs, int img, uint64_t idx, uint64_t count);
+/* Once the pending set is complete (before anyone uses the files): drop the kernel page cache of
+ * both images (whole files; dirty pages are written back first, so nothing may write through
+ * the mount between fs_pending_add() and here) so no stale page survives, and turn the mount's
+ * readahead off while anything is pending (bdi read_ahead_kb 0, so a fault on guest RAM waits
+ * for its own chunk, not for a 1 MiB window). Files opened before this call keep the readahead
+ * window they were opened with. The readahead fs_run() set (1024 KiB) is restored when the last
+ * chunk arrives and on fs_pending_fail(); readahead is not touched with no_bdi_tuning or when
+ * fs_run() could not tune it (not root). May be called again after more fs_pending_add() calls.
+ * Returns 0 or the error of dropping the page cache. */
+int fs_pending_begin(struct fs *fs);
+/* The data of [idx, idx+count) of img is now in the overlay and marked in the tracker (the
+ * caller did that first): clear them and wake whoever waits. Chunks not pending are ignored, and
+ * so is everything after fs_pending_fail(). */
+void fs_chunk_arrived(struct fs *fs, int img, uint64_t idx, uint64_t count);
+/* The transfer failed: every waiter, and every later request touching a still-pending chunk,
+ * fails with EIO; fs_pending_count() then stays what it was. Final. A SIGTERM/SIGINT stop of a
+ * mount with chunks pending calls it too, so the unmount never hangs on a waiter. */
+void fs_pending_fail(struct fs *fs);
+/* Chunks still pending (all images). Also the last field ("pending=N") of the "status" reply. */
+uint64_t fs_pending_count(struct fs *fs);
 
 /* ---- what handoff-mount and handoff-mirror share at the command line (fs/cli.c) ------------ */
 

@@ -16,7 +16,7 @@
 # timestamps); the cache key covers what makes it different in behaviour.
 #
 # Knobs: HANDOFF_DEBIAN_MIRROR (default: first non-security URI of /etc/apt/sources.list*),
-# HANDOFF_REAL_DISK_GB (4), HANDOFF_REAL_RAM_MB (512), HANDOFF_REAL_SUITE (bookworm).
+# HANDOFF_REAL_DISK_GB (4), HANDOFF_REAL_RAM_MB (1024), HANDOFF_REAL_SUITE (bookworm).
 # Needs root, debootstrap, e2fsprogs, and the mirror reachable.
 set -euo pipefail
 
@@ -27,7 +27,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 out=${1:-${HANDOFF_CACHE:-${HOME:-/tmp}/.cache/handoff}/guest-realistic}
 suite=${HANDOFF_REAL_SUITE:-bookworm}
 disk_gb=${HANDOFF_REAL_DISK_GB:-4}
-ram_mb=${HANDOFF_REAL_RAM_MB:-512}
+ram_mb=${HANDOFF_REAL_RAM_MB:-1024}
 pkgs=linux-image-cloud-amd64,initramfs-tools,python3,sqlite3,iproute2,procps
 [ "$(id -u)" = 0 ] || die "must run as root (debootstrap, chroot)"
 for c in debootstrap mkfs.ext4 chroot sha256sum; do

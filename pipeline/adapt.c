@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +23,10 @@
 #define NS_PER_S          1e9
 /* A thread that got at least this share of a core while it wanted all of it saw no contention. */
 #define FULL_SHARE        0.95
+/* ...but only over a window this long: a scheduler lets a thread that slept run a few ms
+ * unpreempted however many others wait (a light mode's frame fits in that), so a short window at
+ * full speed says nothing about the share a heavier mode would get. */
+#define SHARE_MIN_WALL_NS 50000000ull
 /* Probe tokens (CPU ns) saved up for at most this much wall time, so a long quiet spell does not
  * buy a burst of probes. */
 #define PROBE_BANK_NS     10000000000ull
@@ -99,10 +104,23 @@ struct adapt {
 	unsigned decisions, switches, probes;
 };
 
+/* The CPUs this process may run on (its affinity mask, as taskset or a cgroup's cpuset leaves
+ * it) into *set, and how many; 0 when unknown. */
+static int allowed_cpus(cpu_set_t *set)
+{
+	CPU_ZERO(set);
+	if (sched_getaffinity(0, sizeof(*set), set) != 0)
+		return 0;
+	return CPU_COUNT(set);
+}
+
 void adapt_params_init(struct adapt_params *p)
 {
-	long n = sysconf(_SC_NPROCESSORS_ONLN);
+	cpu_set_t set;
+	long n = allowed_cpus(&set);
 
+	if (n <= 0)
+		n = sysconf(_SC_NPROCESSORS_ONLN);
 	memset(p, 0, sizeof(*p));
 	p->ncores = n > 0 ? (double)n : 1.0;
 	p->initial_bw = 12.5e6;
@@ -110,7 +128,7 @@ void adapt_params_init(struct adapt_params *p)
 	p->tau_ratio_ns = 2000000000ull;
 	p->tau_net_ns = 500000000ull;
 	p->tau_cpu_ns = 500000000ull;
-	p->first_weight = 0.5;
+	p->first_weight = 1.0;
 	p->hysteresis = 0.10;
 	p->min_dwell_ns = 2000000000ull;
 	p->decide_interval_ns = 1000000000ull;
@@ -336,8 +354,9 @@ int adapt_observe_mode(struct adapt *a, size_t mode_idx, uint64_t input_bytes, u
 		double t = threads ? (double)threads : 1.0;
 		double share = (double)cpu_ns / (t * (double)wall_ns);
 		/* the cores we actually got, as a fraction of the machine: exact when we were held back,
-		 * only a lower bound when every thread ran flat out */
-		cpu_add(a, t * HO_MIN(share, 1.0) / a->p.ncores, share >= FULL_SHARE, now_ns, wall_ns);
+		 * only a lower bound when every thread ran flat out, and not even that when briefly */
+		if (share < FULL_SHARE || wall_ns >= SHARE_MIN_WALL_NS)
+			cpu_add(a, t * HO_MIN(share, 1.0) / a->p.ncores, share >= FULL_SHARE, now_ns, wall_ns);
 	}
 	return 0;
 }
@@ -728,39 +747,57 @@ int adapt_progress_line(const struct adapt_status *st, int json, char *buf, size
 
 /* ---- CPU meter ----------------------------------------------------------------------------- */
 
-/* The aggregate "cpu" line (total and idle ticks) and procs_running (runnable threads now,
- * ours included). */
-static int read_proc_stat(uint64_t *total, uint64_t *idle, long *running)
+/* Total and idle ticks of the CPUs in `mask` (the aggregate "cpu" line when mask is NULL: all of
+ * them), and procs_running (runnable threads on the whole machine now, ours included). */
+static int read_proc_stat(const cpu_set_t *mask, uint64_t *total, uint64_t *idle, long *running)
 {
 	char *line = NULL;
 	size_t cap = 0;
-	unsigned long long v[8] = { 0 };
 	FILE *f = fopen("/proc/stat", "re");
-	int n = 0;
+	int found = 0;
 
 	if (!f) {
 		ho_err("cannot open '/proc/stat': %s", strerror(errno));
 		return HO_EIO;
 	}
 	*running = -1;
+	*total = *idle = 0;
 	while (getline(&line, &cap, f) > 0) {
-		if (!strncmp(line, "cpu ", 4))
-			n = sscanf(line, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
-			           &v[4], &v[5], &v[6], &v[7]);
-		else if (!strncmp(line, "procs_running ", 14))
+		unsigned long long v[8] = { 0 };
+		int cpu = -1, n;
+		if (!strncmp(line, "procs_running ", 14)) {
 			*running = strtol(line + 14, NULL, 10);
+			continue;
+		}
+		if (strncmp(line, "cpu", 3))
+			continue;
+		if (line[3] == ' ') {
+			if (mask)
+				continue;
+			n = sscanf(line + 3, "%llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2],
+			           &v[3], &v[4], &v[5], &v[6], &v[7]);
+		} else {
+			if (!mask)
+				continue;
+			n = sscanf(line + 3, "%d %llu %llu %llu %llu %llu %llu %llu %llu", &cpu, &v[0], &v[1],
+			           &v[2], &v[3], &v[4], &v[5], &v[6], &v[7]) - 1;
+			if (cpu < 0 || cpu >= CPU_SETSIZE || !CPU_ISSET(cpu, mask))
+				continue;
+		}
+		if (n < 4)
+			continue;
+		/* user nice system idle iowait irq softirq steal (guest time is inside user) */
+		for (int i = 0; i < 8; i++)
+			*total += v[i];
+		*idle += v[3] + v[4];
+		found++;
 	}
 	free(line);
 	fclose(f);
-	if (n < 4) {
+	if (!found) {
 		ho_err("no 'cpu' line in '/proc/stat'");
 		return HO_EIO;
 	}
-	/* user nice system idle iowait irq softirq steal (guest time is inside user) */
-	*total = 0;
-	for (int i = 0; i < 8; i++)
-		*total += v[i];
-	*idle = v[3] + v[4];
 	return 0;
 }
 
@@ -819,16 +856,23 @@ double adapt_cpu_fraction(double cpu_ns, double idle_ns, double self_ns, double 
 int adapt_cpu_meter_sample(struct adapt_cpu_meter *m, double *available_fraction)
 {
 	uint64_t total, idle, self = self_cpu_ns();
-	double tick_ns, dt;
-	long hz = sysconf(_SC_CLK_TCK), ncpu = sysconf(_SC_NPROCESSORS_ONLN), running;
-	int err = read_proc_stat(&total, &idle, &running);
+	double tick_ns, dt, others;
+	long hz = sysconf(_SC_CLK_TCK), online = sysconf(_SC_NPROCESSORS_ONLN), running;
+	cpu_set_t set;
+	int ncpu = allowed_cpus(&set), err;
+	/* pinned to some of the CPUs (taskset, a cpuset): only theirs count, and only their load
+	 * competes with us */
+	bool subset = ncpu > 0 && online > 0 && ncpu < online;
 
-	if (err)
+	if (!subset)
+		ncpu = online > 0 ? (int)online : 1;
+	if ((err = read_proc_stat(subset ? &set : NULL, &total, &idle, &running)))
 		return err;
-	if (!m->primed) {
+	if (!m->primed || m->ncpu != (unsigned)ncpu) {
 		m->total_ticks = total;
 		m->idle_ticks = idle;
 		m->self_ns = self;
+		m->ncpu = (unsigned)ncpu;
 		m->primed = true;
 		return HO_ESTATE;
 	}
@@ -836,10 +880,13 @@ int adapt_cpu_meter_sample(struct adapt_cpu_meter *m, double *available_fraction
 		return HO_ETRUNC;            /* keep the old sample: the next call measures longer */
 	tick_ns = NS_PER_S / (double)(hz > 0 ? hz : 100);
 	dt = (double)(total - m->total_ticks) * tick_ns;
+	/* procs_running is the whole machine's: on a subset, count the others' share of it */
+	others = running > 0 ? (double)HO_MAX(running - self_running(), 0) : 0.0;
+	if (subset)
+		others = others * ncpu / (double)online;
 	*available_fraction = adapt_cpu_fraction(dt, (double)(idle >= m->idle_ticks ? idle - m->idle_ticks : 0) * tick_ns,
 	                                         (double)(self >= m->self_ns ? self - m->self_ns : 0),
-	                                         ncpu > 0 ? (double)ncpu : 1.0,
-	                                         running > 0 ? (double)HO_MAX(running - self_running(), 0) : 0.0);
+	                                         (double)ncpu, others);
 	m->total_ticks = total;
 	m->idle_ticks = idle;
 	m->self_ns = self;

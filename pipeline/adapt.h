@@ -59,7 +59,8 @@ struct adapt_mode_profile {
 /* Tuning. Call adapt_params_init() first, then change what you need. A zero field takes its
  * default (so `{ .ncores = 2 }` works too); for "none", use a tiny value. */
 struct adapt_params {
-	double ncores;               /* cores the pipeline may use (default: the online CPUs) */
+	double ncores;               /* cores the pipeline may use (default: the CPUs of this
+	                                process's affinity mask, e.g. 1 under `taskset -c 0`) */
 	double initial_bw;           /* network bytes/s assumed before the first ack (default
 	                                12.5e6, i.e. 100 Mbit/s) */
 	uint64_t tau_rate_ns;        /* EMA time constant for processing speed (default 2 s) */
@@ -67,7 +68,8 @@ struct adapt_params {
 	uint64_t tau_net_ns;         /* ... for network throughput (default 0.5 s) */
 	uint64_t tau_cpu_ns;         /* ... for available CPU (default 0.5 s) */
 	double first_weight;         /* weight of a mode's first observation against its profile
-	                                (default 0.5) */
+	                                (default 1: the profile is another machine's and another
+	                                data set's, the first probe measured this one) */
 	double hysteresis;           /* required relative improvement to switch (default 0.10) */
 	uint64_t min_dwell_ns;       /* minimum time between switches (default 2 s) */
 	uint64_t decide_interval_ns; /* re-evaluate at least this often (default 1 s) */
@@ -114,8 +116,10 @@ int adapt_force(struct adapt *a, int idx);
  * threads summed) during wall_ns of wall-clock time around the same work, with `threads` threads
  * busy throughout (1 for one worker's batch). Time blocked on a queue or on I/O must not be in
  * wall_ns: cpu_ns / (threads * wall_ns) is read as the share of a core each thread got, and a share
- * below 0.95 is taken as evidence of competing load. Samples with zero input or zero cpu_ns are
- * ignored. HO_EINVAL for a bad index. */
+ * below 0.95 is taken as evidence of competing load; a share above it, as a lower bound on what
+ * is free, but only over a window of at least 50 ms (a thread that slept gets a few ms at once
+ * whatever the load). Samples with zero input or zero cpu_ns are ignored. HO_EINVAL for a bad
+ * index. */
 int adapt_observe_mode(struct adapt *a, size_t mode_idx, uint64_t input_bytes, uint64_t output_bytes,
                        uint64_t cpu_ns, uint64_t wall_ns, unsigned threads, uint64_t now_ns);
 
@@ -201,15 +205,17 @@ int adapt_progress_line(const struct adapt_status *st, int json, char *buf, size
 
 /* ---- CPU meter (does I/O; not part of the pure engine) ------------------------------------- */
 
-/* Measures the fraction of the machine's CPU this process can have, from /proc/stat (all CPUs,
- * procs_running) and this process's own getrusage(RUSAGE_SELF) time and running threads, so our
- * own work never counts as contention: see adapt_cpu_fraction(). One busy neighbour on 2 cores
+/* Measures the fraction of the machine's CPU this process can have, from /proc/stat (the CPUs of
+ * the process's affinity mask: all of them, or only those taskset or a cpuset allows; and
+ * procs_running, scaled to that share of the machine) and this process's own
+ * getrusage(RUSAGE_SELF) time and running threads, so our own work never counts as contention: see adapt_cpu_fraction(). One busy neighbour on 2 cores
  * reads 2/3 (two threads of ours would share the machine three ways), seven read 2/9. The reading
  * assumes the pipeline runs as many threads as there are cores; the worker shares reported with
  * adapt_observe_mode() are exact for what actually runs, and both feed the same estimate. */
 struct adapt_cpu_meter {
 	uint64_t total_ticks, idle_ticks;   /* last /proc/stat sample, in USER_HZ ticks */
 	uint64_t self_ns;                   /* last getrusage sample */
+	unsigned ncpu;                      /* CPUs measured (a change of affinity re-primes) */
 	bool primed;
 };
 

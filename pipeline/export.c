@@ -1088,16 +1088,17 @@ out:
 
 /* ---- to a file descriptor --------------------------------------------------------------------- */
 
-void export_throttle(struct export_throttle *th, uint64_t rate, size_t bytes)
+void export_throttle(struct export_throttle *th, uint64_t rate, size_t bytes, const volatile int *cancel)
 {
 	if (!rate)
 		return;
 	if (!th->start_ns)
 		th->start_ns = ho_mono_ns();
 	th->bytes += bytes;
-	uint64_t due = th->start_ns + th->bytes * 1000000000ull / rate, now = ho_mono_ns();
-	if (due > now) {
-		struct timespec ts = { (time_t)((due - now) / 1000000000ull), (long)((due - now) % 1000000000ull) };
+	uint64_t due = th->start_ns + th->bytes * 1000000000ull / rate, now;
+	while ((now = ho_mono_ns()) < due && !(cancel && *cancel)) {
+		uint64_t ns = HO_MIN(due - now, 100000000ull);
+		struct timespec ts = { (time_t)(ns / 1000000000ull), (long)(ns % 1000000000ull) };
 		nanosleep(&ts, NULL);
 	}
 }
@@ -1114,7 +1115,7 @@ static int fd_emit(void *arg, const struct stream_piece *p)
 	struct fd_sink *s = arg;
 	int rc;
 
-	export_throttle(&s->th, s->o->rate_limit, p->len);
+	export_throttle(&s->th, s->o->rate_limit, p->len, s->o->cancel);
 	if ((rc = ho_write_full(s->fd, p->buf, p->len))) {
 		ho_err("cannot write the stream: %s", rc == HO_ECONN ? "the reader went away" : ho_strerror(rc));
 		return rc == HO_ECONN ? HO_EIO : rc;

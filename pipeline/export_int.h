@@ -44,6 +44,10 @@ void export_sent_commit(const char *dir, bool applied);
 void export_sent_forget(const char *dir);
 /* Sleep so that bytes sent so far do not exceed rate bytes/s (rate 0: no-op). */
 struct export_throttle { uint64_t start_ns, bytes; };
-void export_throttle(struct export_throttle *th, uint64_t rate, size_t bytes);
+/* Sleep so that bytes so far go at rate (0: no limit); returns early once *cancel (may be NULL) is set. */
+void export_throttle(struct export_throttle *th, uint64_t rate, size_t bytes, const volatile int *cancel);
+
+/* Connect to "HOST:PORT" with send/receive timeouts and TCP_NODELAY (transport.c). Logs why not. */
+int transport_connect(const char *hostport, int timeout_ms, int *out);
 
 #endif

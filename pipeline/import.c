@@ -500,6 +500,8 @@ static int on_chunk(void *arg, const struct stream_chunk *c)
 
 	if (im->noop)
 		return 0;
+	if (im->o.arrive && !im->o.verify_only && (rc = im->o.arrive(im->o.arg, c->image, c->idx, c->data, c->len)))
+		return rc;
 	if (im->sfd < 0 && (rc = stage_create(im)))
 		return rc;
 	if (c->enc == STREAM_ENC_ZERO || c->enc == STREAM_ENC_BASE_REF) {
@@ -545,7 +547,7 @@ static int on_frame(void *arg, uint64_t seq)
 		return rc;
 	/* durable per frame only when someone relies on it (acks, resume); otherwise the one
 	 * fdatasync before the commit point is enough: a crash before it discards the staging */
-	if (im->o.keep_partial && !im->o.verify_only && !im->o.nosync && fdatasync(im->sfd) < 0)
+	if (im->o.keep_partial && !im->o.verify_only && !im->o.nosync && !im->o.arrive && fdatasync(im->sfd) < 0)
 		return ho_from_errno(errno);
 	if (im->frame_cb)
 		return im->frame_cb(im->frame_arg, seq);
@@ -1026,6 +1028,23 @@ int import_finish(struct importer *im, struct import_result *res)
 		if (res && get_applied(im->t, &a) == 0 && a.any && !memcmp(a.id, h->id, 16))
 			res->already_applied = true;
 		im->finished = true;
+		return 0;
+	}
+	if (im->o.arrive) {
+		/* post-copy: every chunk is in place already (arrive()); record the stream as applied */
+		char value[128], sh[33], ih[33];
+		hex16(h->sender, sh);
+		hex16(h->id, ih);
+		snprintf(value, sizeof(value), "%s %s %u %u", sh, ih, h->since, h->until);
+		im->finished = true;
+		if ((rc = tracker_set_meta(im->t, META_APPLIED, value)) || (rc = tracker_commit(im->t, sync_overlay, im->ov))) {
+			im_fail(im, rc, "cannot commit the applied stream to the tracker of '%s': %s", overlay_dir(im->ov),
+				ho_strerror(rc));
+			return rc;
+		}
+		if (im->sfd >= 0)
+			unlink(im->stage_path);
+		unlink(im->index_path);
 		return 0;
 	}
 	/* commit point: END entry durable, then the rename */

@@ -59,6 +59,10 @@ struct export_opts {
 	                                network allow (mode is then ignored) */
 	bool no_history;             /* sent-refs name only chunks of this stream, not what earlier
 	                                exports sent (what this one sends is still recorded) */
+	bool postcopy;               /* TCP: the receiver's VM already runs (implies no_history, small
+	                                frames and a small socket buffer) */
+	const volatile int *cancel;  /* TCP: once *cancel is set (another thread), stop with HO_ECONN
+	                                before the next frame */
 };
 
 struct export_result {
@@ -136,6 +140,13 @@ struct import_opts {
 	                                caller); the result does not depend on it */
 	import_published_fn published;
 	void *arg;
+	/* Post-copy (the mirror, while a destination VM already runs): every chunk is handed to
+	 * arrive() as soon as its frame verified, in stream order (data holds its len reconstructed
+	 * bytes); the callee writes it in place if it is still awaited. The stream is then not
+	 * published again at the end (that would overwrite what the VM wrote since): once END
+	 * verified, import_finish() only records it as applied and commits the tracker. A non-zero
+	 * return fails the import. Implies starting fresh (no resume of a partial staging file). */
+	int (*arrive)(void *arg, int img, uint64_t idx, const uint8_t *data, uint32_t len);
 };
 
 struct import_result {
@@ -191,5 +202,44 @@ int transport_listen(const char *addrport, int *listen_fd, uint16_t *port);
  * connection is closed in every case. o->keep_partial is implied. */
 int transport_serve(struct overlay *ov, struct tracker *t, int conn_fd, const struct import_opts *o,
 		    struct import_result *res);
+
+/* ---- post-copy (handoff-vm): the destination resumes before every chunk arrived ------------ */
+
+/*
+ * The manifest of the stream of (since, until] of the overlay in dir: which chunks it will carry
+ * (runs, varint-coded), so the destination can hold back every access to them before it resumes
+ * the VM. *buf is malloc'd; *nchunks (may be NULL) gets the number of chunks in it.
+ */
+int postcopy_manifest(const char *dir, uint32_t since, uint32_t until, uint8_t **buf, size_t *len,
+		      uint64_t *nchunks);
+/* Call fn for every run of a manifest, in order. nchunks[img] bounds the indexes. 0, HO_ECORRUPT
+ * (malformed, out of range) or fn's error. */
+int postcopy_manifest_foreach(const uint8_t *buf, size_t len, const uint64_t nchunks[2],
+			      int (*fn)(void *arg, int img, uint64_t idx, uint64_t count), void *arg);
+
+/*
+ * The source's chunk server: connects to the destination mirror's listener at hostport and, on a
+ * thread, answers its requests for chunks of the manifest from the overlay in dir (each request
+ * also sends a few following chunks of the same run), authenticated with key (HMAC-SHA-256 over
+ * the receiver's nonce and the record) or checksummed (XXH3) without one. Runs until stopped.
+ */
+struct postcopy_server;
+int postcopy_server_start(const char *dir, const uint8_t *manifest, size_t mlen, const uint8_t *key,
+			  size_t key_len, const char *hostport, int timeout_ms, struct postcopy_server **out);
+struct postcopy_stats { uint64_t requests, chunks, bytes; };
+/* Stop it (closes the connection); *st (may be NULL) gets what it served. */
+void postcopy_server_stop(struct postcopy_server *s, struct postcopy_stats *st);
+
+/* The destination: true if an accepted connection opens with the chunk server's greeting (only
+ * peeks; waits up to timeout_ms for the first bytes). */
+bool postcopy_is_server(int conn_fd, int timeout_ms);
+/* Serve such a connection until it closes (0) or fails (ov: the mirror's overlay, for its bases):
+ * sends the nonce, calls ready(arg) — from
+ * then on requests may be sent with postcopy_request() on the same fd from other threads (the
+ * caller serialises them) — and hands every verified chunk to fn. */
+typedef int (*postcopy_chunk_fn)(void *arg, int img, uint64_t idx, const uint8_t *data, uint32_t len);
+int postcopy_receive(int conn_fd, struct overlay *ov, const uint8_t *key, size_t key_len,
+		     void (*ready)(void *arg), postcopy_chunk_fn fn, void *arg);
+int postcopy_request(int conn_fd, int img, uint64_t idx);
 
 #endif

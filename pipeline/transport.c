@@ -324,7 +324,11 @@ static int tx_emit(void *arg, const struct stream_piece *p)
 		}
 		return 0;
 	}
-	export_throttle(&t->th, t->o->rate_limit, p->len);
+	export_throttle(&t->th, t->o->rate_limit, p->len, t->o->cancel);
+	if (t->o->cancel && *t->o->cancel) {
+		ho_err("the transfer was cancelled after %" PRIu64 " acknowledged frames", t->acked);
+		return HO_ECONN;
+	}
 	int queued = -1;
 	if (t->ad && t->o->adaptive && (rc = tx_window(t)))
 		return rc;
@@ -345,6 +349,11 @@ static int tx_emit(void *arg, const struct stream_piece *p)
 		t->sent_seq = p->seq + 1;
 	}
 	return tx_drain(t);
+}
+
+int transport_connect(const char *hostport, int timeout_ms, int *out)
+{
+	return tcp_connect(hostport, timeout_ms, out);
 }
 
 static char *pending_path(const char *dir) { return ho_path_join(dir, PENDING_NAME); }
@@ -378,6 +387,14 @@ int export_to_tcp(const char *dir, uint32_t until, const struct export_opts *o, 
 	char *path = pending_path(dir), line[LINE_MAX_];
 	struct export_opts oo = *o;
 	struct tx t;
+
+	if (o->postcopy) {
+		/* the destination VM may change what earlier streams sent: reference only this one; and
+		 * small frames, so chunks reach the waiting VM soon */
+		oo.no_history = true;
+		if (!oo.frame_size)
+			oo.frame_size = 256u << 10;
+	}
 	bool fresh = false, published = false, fell_back = false;
 
 	if (!path)
@@ -399,6 +416,11 @@ int export_to_tcp(const char *dir, uint32_t until, const struct export_opts *o, 
 		t.fresh = fresh;
 		if ((rc = tcp_connect(hostport, timeout, &t.fd)))
 			break;
+		if (o->postcopy) {
+			/* little in flight, so the chunk server's answers do not queue behind megabytes */
+			int sndbuf = 32 << 10;
+			setsockopt(t.fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
+		}
 		t.in.fd = t.fd;
 		/* a fresh engine per attempt (frame numbers start over); it learns the link from acks */
 		if ((rc = export_adapt_new(&oo, &t.ad))) {
@@ -525,7 +547,7 @@ int transport_serve(struct overlay *ov, struct tracker *t, int conn_fd, const st
 				send_line(conn_fd, "done");
 			goto reply;
 		}
-		if ((rc = import_resume(im, fresh, &frames, &check)))
+		if ((rc = import_resume(im, fresh || o.arrive, &frames, &check)))
 			goto reply;
 		if ((rc = send_line(conn_fd, "resume %" PRIu64 " %016" PRIx64, frames, check)))
 			goto out;

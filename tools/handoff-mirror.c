@@ -16,6 +16,8 @@
 #include <string.h>
 #include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <stdint.h>
 #include <unistd.h>
 #include "common/common.h"
 #include "common/ctl.h"
@@ -27,6 +29,29 @@
 
 /* exit codes: those of handoff-mount(8) for the mount, of handoff-import(1) for a stream given
  * on the command line (see handoff-mirror(8)) */
+
+/* Post-copy (handoff-vm): the destination VM runs before the last stream arrived. The control
+ * request "postcopy" (with the manifest's fd) marks the manifest's chunks pending in fs/ — every
+ * access to them waits — and makes the next stream an in-place one: each chunk it brings is
+ * written as soon as its frame verified, if it is still awaited. Chunks the VM waits for are
+ * asked for on the source's chunk-server connection (postcopy_receive) and written when they come
+ * from there first; the stream's verified copy of such a chunk must then be the same bytes. */
+enum pc_state { PC_NONE, PC_ACTIVE, PC_DONE, PC_FAILED };
+
+struct postcopy {
+	pthread_mutex_t lock;           /* awaited/served bitmaps, the overlay writes of arrivals */
+	enum pc_state state;
+	char why[200];                  /* PC_FAILED: what went wrong */
+	uint8_t *awaited[OVERLAY_NIMAGES];
+	uint8_t *served[OVERLAY_NIMAGES];   /* written from the chunk server ... */
+	uint64_t *hash[OVERLAY_NIMAGES];    /* ... with this XXH3 of its bytes */
+	uint64_t nchunks[OVERLAY_NIMAGES], total, from_server, from_stream;
+	pthread_mutex_t want_lock;      /* the chunk-server connection and requests queued for it */
+	int server_fd;
+	struct { int img; uint64_t idx; } queued[256];
+	unsigned nqueued;
+	uint64_t requests;
+};
 
 struct mirror {
 	struct fs *fs;
@@ -43,6 +68,7 @@ struct mirror {
 	bool listening;
 	pthread_mutex_t apply_lock;     /* one stream is imported at a time */
 	uint64_t streams, failures;
+	struct postcopy pc;
 };
 
 static void usage(FILE *f)
@@ -78,6 +104,209 @@ static void published(void *arg, int img, uint64_t off, uint64_t len)
 	}
 }
 
+/* ---- post-copy -------------------------------------------------------------------------------- */
+
+static bool pc_bit(const uint8_t *b, uint64_t i) { return b && (b[i >> 3] >> (i & 7) & 1); }
+static void pc_set(uint8_t *b, uint64_t i) { b[i >> 3] |= (uint8_t)(1u << (i & 7)); }
+static void pc_clear(uint8_t *b, uint64_t i) { b[i >> 3] &= (uint8_t)~(1u << (i & 7)); }
+
+static void pc_free(struct postcopy *pc)
+{
+	for (int i = 0; i < OVERLAY_NIMAGES; i++) {
+		free(pc->awaited[i]);
+		free(pc->served[i]);
+		free(pc->hash[i]);
+		pc->awaited[i] = pc->served[i] = NULL;
+		pc->hash[i] = NULL;
+	}
+}
+
+/* state PC_FAILED with a reason; every access still waiting fails (EIO) */
+static void pc_fail(struct mirror *m, const char *why)
+{
+	pthread_mutex_lock(&m->pc.lock);
+	if (m->pc.state == PC_ACTIVE) {
+		m->pc.state = PC_FAILED;
+		snprintf(m->pc.why, sizeof(m->pc.why), "%s", why);
+		ho_err("post-copy failed: %s", why);
+	}
+	pthread_mutex_unlock(&m->pc.lock);
+	if (m->fs)
+		fs_pending_fail(m->fs);
+}
+
+/* write an awaited chunk in place (caller holds pc.lock): data, then the tracker, then wake */
+static int pc_write(struct mirror *m, int img, uint64_t idx, const uint8_t *data, uint32_t len)
+{
+	int rc = overlay_write(m->ov, img, data, len, idx * overlay_chunk_size(m->ov));
+	if (rc)
+		return rc;
+	tracker_mark(m->tr, img, idx, 1, ho_now_ns());
+	pc_clear(m->pc.awaited[img], idx);
+	fs_chunk_arrived(m->fs, img, idx, 1);
+	return 0;
+}
+
+/* a chunk of the in-place stream, verified */
+static int pc_from_stream(void *arg, int img, uint64_t idx, const uint8_t *data, uint32_t len)
+{
+	struct mirror *m = arg;
+	int rc = 0;
+	if (img < 0 || img >= OVERLAY_NIMAGES || idx >= m->pc.nchunks[img])
+		return HO_ECORRUPT;
+	pthread_mutex_lock(&m->pc.lock);
+	if (pc_bit(m->pc.awaited[img], idx)) {
+		rc = pc_write(m, img, idx, data, len);
+		m->pc.from_stream++;
+	} else if (pc_bit(m->pc.served[img], idx)) {
+		if (m->pc.hash[img][idx] != ho_xxh64(data, len)) {
+			ho_err("post-copy: chunk %" PRIu64 " of '%s' from the chunk server differs from the verified stream",
+			       idx, overlay_image_name(img));
+			rc = HO_EDIGEST;
+		}
+	} else {
+		ho_err("post-copy: the stream carries chunk %" PRIu64 " of '%s', which its manifest did not name", idx,
+		       overlay_image_name(img));
+		rc = HO_EPROTO;
+	}
+	pthread_mutex_unlock(&m->pc.lock);
+	return rc;
+}
+
+struct pc_conn { struct mirror *m; int fd; };
+
+/* a chunk from the source's chunk server (authenticated or checksummed) */
+static int pc_from_server(void *arg, int img, uint64_t idx, const uint8_t *data, uint32_t len)
+{
+	struct mirror *m = ((struct pc_conn *)arg)->m;
+	int rc = 0;
+	if (img < 0 || img >= OVERLAY_NIMAGES || idx >= m->pc.nchunks[img])
+		return HO_ECORRUPT;
+	pthread_mutex_lock(&m->pc.lock);
+	if (m->pc.state == PC_ACTIVE && pc_bit(m->pc.awaited[img], idx)) {
+		if (!m->pc.hash[img] && !(m->pc.hash[img] = malloc(m->pc.nchunks[img] * sizeof(uint64_t)))) {
+			rc = HO_ENOMEM;
+		} else {
+			m->pc.hash[img][idx] = ho_xxh64(data, len);
+			pc_set(m->pc.served[img], idx);
+			rc = pc_write(m, img, idx, data, len);
+			m->pc.from_server++;
+		}
+	}
+	pthread_mutex_unlock(&m->pc.lock);
+	return rc;
+}
+
+/* fs/: an access waits for chunk idx of img: ask the source for it */
+static void pc_fetch(void *arg, int img, uint64_t idx)
+{
+	struct mirror *m = arg;
+	pthread_mutex_lock(&m->pc.want_lock);
+	m->pc.requests++;
+	if (m->pc.server_fd >= 0) {
+		if (postcopy_request(m->pc.server_fd, img, idx))
+			ho_warn("post-copy: cannot ask the source for chunk %" PRIu64 " of '%s'", idx, overlay_image_name(img));
+	} else if (m->pc.nqueued < HO_ARRAY_SIZE(m->pc.queued)) {
+		m->pc.queued[m->pc.nqueued].img = img;
+		m->pc.queued[m->pc.nqueued++].idx = idx;
+	}
+	pthread_mutex_unlock(&m->pc.want_lock);
+}
+
+/* the chunk server's channel is open: requests may go to it, first those queued meanwhile */
+static void pc_server_ready(void *arg)
+{
+	struct pc_conn *c = arg;
+	struct mirror *m = c->m;
+	pthread_mutex_lock(&m->pc.want_lock);
+	m->pc.server_fd = c->fd;
+	for (unsigned i = 0; i < m->pc.nqueued; i++)
+		postcopy_request(c->fd, m->pc.queued[i].img, m->pc.queued[i].idx);
+	m->pc.nqueued = 0;
+	pthread_mutex_unlock(&m->pc.want_lock);
+}
+
+static void *pc_server_main(void *arg)
+{
+	struct pc_conn *c = arg;
+	struct mirror *m = c->m;
+	int rc = postcopy_receive(c->fd, m->ov, m->key, m->key_len, pc_server_ready, pc_from_server, c);
+	pthread_mutex_lock(&m->pc.want_lock);
+	if (m->pc.server_fd == c->fd)
+		m->pc.server_fd = -1;
+	pthread_mutex_unlock(&m->pc.want_lock);
+	close(c->fd);
+	if (rc) {
+		char why[160];
+		snprintf(why, sizeof(why), "the chunk server connection failed: %s", ho_strerror(rc));
+		pc_fail(m, why);
+	}
+	free(c);
+	return NULL;
+}
+
+static int pc_manifest_cb(void *arg, int img, uint64_t idx, uint64_t count)
+{
+	struct mirror *m = arg;
+	int rc = fs_pending_add(m->fs, img, idx, count);
+	for (uint64_t i = 0; i < count && !rc; i++)
+		pc_set(m->pc.awaited[img], idx + i);
+	m->pc.total += count;
+	return rc;
+}
+
+/* "postcopy" with the manifest's fd */
+static int pc_begin(struct mirror *m, int fd, uint64_t *total)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	struct stat st;
+	int rc;
+
+	if (fstat(fd, &st) < 0 || st.st_size > (256 << 20) || !(buf = malloc((size_t)st.st_size + 1)) ||
+	    ho_read_full(fd, buf, (size_t)st.st_size) != st.st_size) {
+		free(buf);
+		return HO_EIO;
+	}
+	len = (size_t)st.st_size;
+	pthread_mutex_lock(&m->apply_lock);          /* not while a stream is being applied */
+	pthread_mutex_lock(&m->pc.lock);
+	if (m->pc.state == PC_ACTIVE) {
+		rc = HO_EBUSY;
+		goto out;
+	}
+	pc_free(&m->pc);
+	m->pc.total = m->pc.from_server = m->pc.from_stream = 0;
+	m->pc.why[0] = 0;
+	for (int i = 0; i < OVERLAY_NIMAGES; i++) {
+		m->pc.nchunks[i] = overlay_nchunks(m->ov, i);
+		m->pc.awaited[i] = calloc(m->pc.nchunks[i] / 8 + 1, 1);
+		m->pc.served[i] = calloc(m->pc.nchunks[i] / 8 + 1, 1);
+		if (!m->pc.awaited[i] || !m->pc.served[i]) {
+			rc = HO_ENOMEM;
+			goto out;
+		}
+	}
+	fs_set_fetch(m->fs, pc_fetch, m);
+	if ((rc = postcopy_manifest_foreach((const uint8_t *)buf, len, m->pc.nchunks, pc_manifest_cb, m))) {
+		ho_err("post-copy: the manifest is not valid: %s", ho_strerror(rc));
+		fs_pending_fail(m->fs);
+		goto out;
+	}
+	if ((rc = fs_pending_begin(m->fs))) {
+		fs_pending_fail(m->fs);
+		goto out;
+	}
+	m->pc.state = PC_ACTIVE;
+	*total = m->pc.total;
+	ho_info("post-copy: %" PRIu64 " chunks awaited", m->pc.total);
+out:
+	pthread_mutex_unlock(&m->pc.lock);
+	pthread_mutex_unlock(&m->apply_lock);
+	free(buf);
+	return rc;
+}
+
 static void import_options(struct mirror *m, struct import_opts *o)
 {
 	memset(o, 0, sizeof(*o));
@@ -86,6 +315,8 @@ static void import_options(struct mirror *m, struct import_opts *o)
 	o->published = published;
 	o->arg = m;
 	o->threads = m->threads;
+	if (m->pc.state == PC_ACTIVE)
+		o->arrive = pc_from_stream;
 }
 
 static void log_result(const char *from, const struct import_result *r, int rc)
@@ -108,11 +339,32 @@ static int apply_stream(struct mirror *m, int fd, bool tcp, const char *from, st
 	import_options(m, &o);
 	memset(res, 0, sizeof(*res));
 	pthread_mutex_lock(&m->apply_lock);
+	import_options(m, &o);          /* again: post-copy may have begun meanwhile */
 	rc = tcp ? transport_serve(m->ov, m->tr, fd, &o, res) : import_fd(m->ov, m->tr, fd, &o, res);
 	if (rc)
 		m->failures++;
 	else
 		m->streams++;
+	if (o.arrive) {
+		/* the post-copy stream: done when it verified and nothing is awaited any more */
+		if (rc) {
+			char why[160];
+			snprintf(why, sizeof(why), "the stream was refused: %s", ho_strerror(rc));
+			pc_fail(m, why);
+		} else if (fs_pending_count(m->fs)) {
+			char why[160];
+			snprintf(why, sizeof(why), "%" PRIu64 " chunks of the manifest were not in the stream",
+				 fs_pending_count(m->fs));
+			pc_fail(m, why);
+		} else {
+			pthread_mutex_lock(&m->pc.lock);
+			if (m->pc.state == PC_ACTIVE)
+				m->pc.state = PC_DONE;
+			ho_info("post-copy complete: %" PRIu64 " chunks, %" PRIu64 " from the chunk server (%" PRIu64
+				" requests)", m->pc.total, m->pc.from_server, m->pc.requests);
+			pthread_mutex_unlock(&m->pc.lock);
+		}
+	}
 	pthread_mutex_unlock(&m->apply_lock);
 	log_result(from, res, rc);
 	return rc;
@@ -124,6 +376,34 @@ static void ctl_hook(struct fs *fs, const char *request, int conn, int pfd, void
 	struct mirror *m = arg;
 	struct import_result r;
 	(void)fs;
+	if (!strcmp(request, "postcopy") && pfd >= 0) {
+		uint64_t total = 0;
+		int rc = pc_begin(m, pfd, &total);
+		close(pfd);
+		if (rc)
+			ho_ctl_reply(conn, rc, "cannot begin post-copy: %s", ho_strerror(rc));
+		else
+			ho_ctl_reply(conn, 0, "%" PRIu64, total);
+		return;
+	}
+	if (!strcmp(request, "postcopy-status")) {
+		pthread_mutex_lock(&m->pc.lock);
+		static const char *names[] = { "none", "active", "done", "failed" };
+		ho_ctl_reply(conn, 0, "%s pending=%" PRIu64 " total=%" PRIu64 " server=%" PRIu64 " stream=%" PRIu64
+			     " requests=%" PRIu64 "%s%s", names[m->pc.state], fs_pending_count(m->fs), m->pc.total,
+			     m->pc.from_server, m->pc.from_stream, m->pc.requests, m->pc.why[0] ? " why=" : "", m->pc.why);
+		pthread_mutex_unlock(&m->pc.lock);
+		if (pfd >= 0)
+			close(pfd);
+		return;
+	}
+	if (!strcmp(request, "postcopy-abort")) {
+		pc_fail(m, "aborted by request");
+		ho_ctl_reply(conn, 0, "aborted");
+		if (pfd >= 0)
+			close(pfd);
+		return;
+	}
 	if (strcmp(request, "apply") != 0 || pfd < 0) {
 		if (pfd >= 0)
 			close(pfd);
@@ -146,6 +426,21 @@ static void *listener_main(void *arg)
 		int conn = accept4(m->listen_fd, NULL, NULL, SOCK_CLOEXEC);
 		if (conn < 0)
 			continue;
+		if (postcopy_is_server(conn, 10000)) {
+			/* the source's chunk server (post-copy): on its own thread, beside the stream */
+			struct pc_conn *c = malloc(sizeof(*c));
+			pthread_t th;
+			if (c) {
+				*c = (struct pc_conn){ m, conn };
+				if (pthread_create(&th, NULL, pc_server_main, c) == 0) {
+					pthread_detach(th);
+					continue;
+				}
+				free(c);
+			}
+			close(conn);
+			continue;
+		}
 		struct import_result r;
 		apply_stream(m, conn, true, "a TCP sender", &r);     /* closes conn */
 	}
@@ -281,6 +576,9 @@ int main(int argc, char **argv)
 
 	ho_log_init(argv[0]);
 	pthread_mutex_init(&m.apply_lock, NULL);
+	pthread_mutex_init(&m.pc.lock, NULL);
+	pthread_mutex_init(&m.pc.want_lock, NULL);
+	m.pc.server_fd = -1;
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	m.threads = ncpu > 0 ? (unsigned)ncpu : 1;
 	while ((c = getopt_long(argc, argv, "fqvhT:", longopts, &li)) != -1) {

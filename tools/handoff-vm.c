@@ -29,6 +29,7 @@
 #include <time.h>
 #include <unistd.h>
 #include "common/common.h"
+#include "common/ctl.h"
 #include "overlay/overlay.h"
 #include "pipeline/pipeline.h"
 #include "vm/vm.h"
@@ -1218,6 +1219,9 @@ struct round {
 struct report {
 	struct round r[MAX_ROUNDS];
 	int n;
+	bool postcopy;                                  /* the last round went after the resume */
+	uint64_t pc_chunks, pc_manifest_bytes, t_pc_done, pc_stream_ns;
+	struct postcopy_stats pc;
 	uint64_t t_start, t_pause, t_devstate, t_final_done, t_confirm, t_end;   /* source realtime ns */
 	uint64_t t_dst_running;                                                   /* in source time */
 	int64_t clock_offset;                                                     /* dst - src */
@@ -1225,16 +1229,17 @@ struct report {
 	bool paused, handed_off;
 };
 
+/* Export (since, until] to the mirror at target; until 0: checkpoint first and send up to it. */
 static int export_round(const char *ovl, const char *target, const struct export_opts *base_opts,
-			uint32_t since, bool live, struct round *r)
+			uint32_t since, uint32_t until, bool live, bool postcopy, struct round *r)
 {
 	struct export_opts o = *base_opts;
 	struct export_result res;
-	uint32_t until;
 	uint64_t t0 = ho_mono_ns();
 	int rc;
 	o.since = since;
-	if ((rc = export_checkpoint(ovl, &until))) {
+	o.postcopy = postcopy;
+	if (!until && (rc = export_checkpoint(ovl, &until))) {
 		ho_err("cannot checkpoint '%s': %s", ovl, ho_strerror(rc));
 		return rc;
 	}
@@ -1269,7 +1274,8 @@ static void print_report(const struct report *rep, FILE *f, bool json)
 		for (int i = 0; i < rep->n; i++) {
 			const struct round *r = &rep->r[i];
 			fprintf(f, "handoff-vm: round %d (%s): generations %u..%u, %" PRIu64 " disk + %" PRIu64
-				" memory chunks, %s changed, %s sent in %.2f s\n", i + 1, r->live ? "live" : "paused",
+				" memory chunks, %s changed, %s sent in %.2f s\n", i + 1,
+				r->live ? "live" : rep->postcopy ? "post-copy" : "paused",
 				r->since + 1, r->until, r->chunks[0], r->chunks[1],
 				ho_fmt_bytes(r->input_bytes, b1, sizeof(b1)), ho_fmt_bytes(r->wire_bytes, b2, sizeof(b2)),
 				secs(r->ns));
@@ -1280,9 +1286,19 @@ static void print_report(const struct report *rep, FILE *f, bool json)
 				"destination; %.3f s until the source heard of it; clock offset %.1f ms, rtt %.1f ms)\n",
 				total, rep->n, ho_fmt_bytes(wire, b1, sizeof(b1)), rep->devstate_bytes, down, downc,
 				(double)rep->clock_offset / 1e6, (double)rep->rtt_ns / 1e6);
+		if (rep->handed_off && rep->postcopy)
+			fprintf(f, "handoff-vm: post-copy: the destination ran %.2f s before the last of %" PRIu64
+				" chunks arrived; %" PRIu64 " requests answered with %" PRIu64 " chunks (%s) ahead of the stream\n",
+				rep->t_pc_done > rep->t_dst_running ? secs(rep->t_pc_done - rep->t_dst_running) : 0.0,
+				rep->pc_chunks, rep->pc.requests, rep->pc.chunks, ho_fmt_bytes(rep->pc.bytes, b1, sizeof(b1)));
 		return;
 	}
-	fprintf(f, "{\n  \"handed_off\": %s,\n  \"total_seconds\": %.3f,\n  \"downtime_seconds\": %.3f,\n"
+	fprintf(f, "{\n  \"postcopy\": %s,\n  \"postcopy_seconds\": %.3f,\n  \"postcopy_chunks\": %" PRIu64
+		",\n  \"postcopy_demand_requests\": %" PRIu64 ",\n  \"postcopy_demand_chunks\": %" PRIu64
+		",\n  \"postcopy_demand_bytes\": %" PRIu64 ",\n  \"postcopy_manifest_bytes\": %" PRIu64 ",\n",
+		rep->postcopy ? "true" : "false", rep->postcopy && rep->t_pc_done > rep->t_pause ? secs(rep->t_pc_done - rep->t_pause) : 0.0,
+		rep->pc_chunks, rep->pc.requests, rep->pc.chunks, rep->pc.bytes, rep->pc_manifest_bytes);
+	fprintf(f, "  \"handed_off\": %s,\n  \"total_seconds\": %.3f,\n  \"downtime_seconds\": %.3f,\n"
 		"  \"downtime_confirmed_seconds\": %.3f,\n  \"rounds_total\": %d,\n  \"wire_bytes_total\": %" PRIu64
 		",\n  \"devstate_bytes\": %" PRIu64 ",\n  \"clock_offset_ms\": %.3f,\n  \"rtt_ms\": %.3f,\n"
 		"  \"paused_for_final_round_seconds\": %.3f,\n  \"downtime_parts\": { \"save_device_state\": %.3f, "
@@ -1303,10 +1319,124 @@ static void print_report(const struct report *rep, FILE *f, bool json)
 	fprintf(f, "  ]\n}\n");
 }
 
+/* Post-copy on the source: while the last round streams, notice at once when the destination's
+ * handoff-vm goes away (its control connection hangs up), and cancel the stream then. */
+struct hangup_watch { int fd; volatile int cancel, stop; pthread_t th; };
+
+static void *hangup_main(void *arg)
+{
+	struct hangup_watch *w = arg;
+	while (!w->stop) {
+		struct pollfd p = { .fd = w->fd, .events = POLLRDHUP };
+		if (poll(&p, 1, 100) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR))) {
+			ho_err("the destination hung up during the post-copy");
+			w->cancel = 1;
+			break;
+		}
+	}
+	return NULL;
+}
+
+/* Post-copy: after the pause, send the device state and the manifest of what is still to come;
+ * once the destination holds back every access to those chunks it resumes the VM, while the rest
+ * streams (server_to: the chunk server answers the destination's requests ahead of the stream).
+ * The source stays paused until the destination confirms every chunk arrived and verified.
+ * Returns EX_OK, or EX_RESUMED when the caller should resume the source (the handoff failed). */
+static int migrate_postcopy(struct conn *cn, struct report *rep, const char *ovl, const char *devout,
+			    const char *stream_to, const char *server_to, const struct export_opts *eo, uint32_t since)
+{
+	uint8_t *mf = NULL, d[HO_SHA256_LEN];
+	char *ds = NULL, hex[2 * HO_SHA256_LEN + 1], text[LINE_MAX_], line[LINE_MAX_];
+	size_t mlen = 0, dlen = 0;
+	struct postcopy_server *srv = NULL;
+	uint32_t until;
+	uint64_t t_run;
+	int rc, ex = EX_RESUMED;
+
+	if ((rc = export_checkpoint(ovl, &until))) {
+		ho_err("cannot checkpoint '%s': %s", ovl, ho_strerror(rc));
+		return EX_RESUMED;
+	}
+	if ((rc = postcopy_manifest(ovl, since, until, &mf, &mlen, &rep->pc_chunks))) {
+		ho_err("cannot list the chunks of generations %u..%u: %s", since + 1, until, ho_strerror(rc));
+		return EX_RESUMED;
+	}
+	rep->pc_manifest_bytes = mlen;
+	if ((rc = ho_read_file(devout, &ds, &dlen, 256u << 20)))
+		goto out;
+	ho_sha256(ds, dlen, d);
+	ho_hex(d, HO_SHA256_LEN, hex);
+	fmt(text, sizeof(text), "DEVSTATE %zu %s", dlen, hex);
+	if (conn_send_signed(cn, text) || ho_write_full(cn->fd, ds, dlen))
+		goto out;
+	ho_sha256(mf, mlen, d);
+	ho_hex(d, HO_SHA256_LEN, hex);
+	fmt(text, sizeof(text), "POSTCOPY %u %" PRIu64 " %zu %s", until, rep->pc_chunks, mlen, hex);
+	if (conn_send_signed(cn, text) || ho_write_full(cn->fd, mf, mlen))
+		goto out;
+	if ((rc = conn_line(cn, line, sizeof(line), 60000))) {
+		ho_err("no word from the destination after the manifest: %s", ho_strerror(rc));
+		goto out;
+	}
+	if (strncmp(line, "READY ", 6) || check_signed(cn, line) || strcmp(line, "READY")) {
+		ho_err("the destination cannot resume before the last round: %.200s", line);
+		goto out;
+	}
+	ho_notice("post-copy: the destination awaits %" PRIu64 " chunks and resumes now", rep->pc_chunks);
+	if ((rc = postcopy_server_start(ovl, mf, mlen, g_key, g_key_len, server_to, 30000, &srv))) {
+		ho_err("cannot serve chunks to the destination: %s", ho_strerror(rc));
+		goto out;
+	}
+	struct hangup_watch hw = { .fd = cn->fd };
+	struct export_opts peo = *eo;
+	bool watching = pthread_create(&hw.th, NULL, hangup_main, &hw) == 0;
+	peo.cancel = &hw.cancel;
+	rc = export_round(ovl, stream_to, &peo, since, until, false, true, &rep->r[rep->n]);
+	if (watching) {
+		hw.stop = 1;
+		pthread_join(hw.th, NULL);
+	}
+	if (rc)
+		goto out;
+	rep->pc_stream_ns = rep->r[rep->n].ns;
+	rep->n++;
+	rep->t_final_done = rep->t_pc_done = ho_now_ns();
+	postcopy_server_stop(srv, &rep->pc);
+	srv = NULL;
+	/* the destination said RUNNING long ago, most likely */
+	if ((rc = conn_line(cn, line, sizeof(line), 120000))) {
+		ho_err("no word from the destination after the device state: %s", ho_strerror(rc));
+		goto out;
+	}
+	if (strncmp(line, "RUNNING ", 8) || check_signed(cn, line) || sscanf(line, "RUNNING %" SCNu64, &t_run) != 1) {
+		ho_err("the destination did not resume the VM: %.200s", line);
+		goto out;
+	}
+	rep->t_dst_running = (uint64_t)((int64_t)t_run - rep->clock_offset);
+	if (conn_send_signed(cn, "COMPLETE") || (rc = conn_line(cn, line, sizeof(line), 120000))) {
+		ho_err("the destination did not confirm the post-copy: %s", ho_strerror(rc ? rc : HO_ECONN));
+		goto out;
+	}
+	if (strncmp(line, "COMPLETE-OK ", 12) || check_signed(cn, line) || strcmp(line, "COMPLETE-OK")) {
+		ho_err("the destination did not complete the post-copy: %.200s", line);
+		goto out;
+	}
+	rep->t_confirm = rep->t_end = ho_now_ns();
+	rep->handed_off = true;
+	conn_send(cn, "BYE");
+	ex = EX_OK;
+out:
+	if (srv)
+		postcopy_server_stop(srv, &rep->pc);
+	free(mf);
+	free(ds);
+	return ex;
+}
+
 static int cmd_migrate(int argc, char **argv)
 {
 	enum { OPT_RUN = 256, OPT_TO, OPT_KEY, OPT_MODE, OPT_MAXR, OPT_TARGET, OPT_REPORT, OPT_KEEP, OPT_FAULT, OPT_RATE, OPT_TIMEOUT,
-	       OPT_VERIFY };
+	       OPT_VERIFY, OPT_POSTCOPY };
 	static const struct option opts[] = {
 		{ "run-dir", required_argument, NULL, OPT_RUN }, { "to", required_argument, NULL, OPT_TO },
 		{ "key", required_argument, NULL, OPT_KEY }, { "mode", required_argument, NULL, OPT_MODE },
@@ -1314,8 +1444,10 @@ static int cmd_migrate(int argc, char **argv)
 		{ "downtime-target", required_argument, NULL, OPT_TARGET }, { "report", required_argument, NULL, OPT_REPORT },
 		{ "keep-source", no_argument, NULL, OPT_KEEP }, { "fault", required_argument, NULL, OPT_FAULT },
 		{ "rate-limit", required_argument, NULL, OPT_RATE }, { "timeout", required_argument, NULL, OPT_TIMEOUT },
-		{ "verify", required_argument, NULL, OPT_VERIFY }, { 0 } };
+		{ "verify", required_argument, NULL, OPT_VERIFY }, { "postcopy", required_argument, NULL, OPT_POSTCOPY },
+		{ 0 } };
 	const char *run = NULL, *to = NULL, *keyfile = NULL, *report_file = NULL, *fault = NULL, *verify = "memory";
+	const char *postcopy = "auto";
 	struct export_opts eo = { 0 };
 	int max_rounds = 8, target_ms = 300, timeout_s = 30, c;
 	bool keep = false;
@@ -1342,8 +1474,13 @@ static int cmd_migrate(int argc, char **argv)
 			break;
 		case OPT_TIMEOUT: timeout_s = atoi(optarg); break;
 		case OPT_VERIFY: verify = optarg; break;
+		case OPT_POSTCOPY: postcopy = optarg; break;
 		default: return EX_USAGE;
 		}
+	}
+	if (strcmp(postcopy, "never") && strcmp(postcopy, "always") && strcmp(postcopy, "auto")) {
+		ho_err("invalid --postcopy '%s' (never, always, auto)", postcopy);
+		return EX_USAGE;
 	}
 	if (strcmp(verify, "none") && strcmp(verify, "memory") && strcmp(verify, "all")) {
 		ho_err("invalid --verify '%s' (none, memory, all)", verify);
@@ -1354,8 +1491,9 @@ static int cmd_migrate(int argc, char **argv)
 		       "[--max-rounds 2..%d] [--report FILE]", MAX_ROUNDS);
 		return EX_USAGE;
 	}
-	if (fault && strcmp(fault, "corrupt-final") && strcmp(fault, "wrong-digest")) {
-		ho_err("unknown fault '%s' (corrupt-final, wrong-digest)", fault);
+	if (fault && strcmp(fault, "corrupt-final") && strcmp(fault, "wrong-digest") && strcmp(fault, "corrupt-postcopy") &&
+	    strcmp(fault, "slow-postcopy")) {
+		ho_err("unknown fault '%s' (corrupt-final, wrong-digest, corrupt-postcopy, slow-postcopy)", fault);
 		return EX_USAGE;
 	}
 	eo.timeout_ms = timeout_s * 1000;
@@ -1366,7 +1504,7 @@ static int cmd_migrate(int argc, char **argv)
 		eo.key = g_key = key;
 		g_key_len = eo.key_len;
 	}
-	char path[PATH_MAX], mem[PATH_MAX], devout[PATH_MAX], line[LINE_MAX_], idtext[300], streamto[300];
+	char path[PATH_MAX], mem[PATH_MAX], devout[PATH_MAX], line[LINE_MAX_], idtext[300], streamto[300], mirrorto[300];
 	struct env e;
 	struct report rep;
 	struct conn *cn = calloc(1, sizeof(*cn));
@@ -1435,6 +1573,7 @@ static int cmd_migrate(int argc, char **argv)
 		char host[256], port[16];
 		split_hostport(to, host, sizeof(host), port, sizeof(port));
 		fmt(streamto, sizeof(streamto), strchr(host, ':') ? "[%s]:%u" : "%s:%u", host, sport);
+		fmt(mirrorto, sizeof(mirrorto), "%s", streamto);
 	}
 	/* clock: the destination's realtime clock against ours, from the fastest of a few pings */
 	rep.rtt_ns = UINT64_MAX;
@@ -1463,7 +1602,7 @@ static int cmd_migrate(int argc, char **argv)
 	uint32_t since = 0;
 	for (;;) {
 		struct round *r = &rep.r[rep.n];
-		if ((rc = export_round(ovl, streamto, &eo, since, true, r)))
+		if ((rc = export_round(ovl, streamto, &eo, since, 0, true, false, r)))
 			goto lost;
 		rep.n++;
 		since = r->until;
@@ -1476,6 +1615,26 @@ static int cmd_migrate(int argc, char **argv)
 			break;                            /* the rest fits in the downtime target */
 		if (rep.n >= 2 && r->wire_bytes * 10 > rep.r[rep.n - 2].wire_bytes * 8)
 			break;                            /* not shrinking any more */
+	}
+
+	/* post-copy when asked, or (auto) when the last live round would not fit in about the downtime
+	 * target: the rounds did not converge */
+	{
+		const struct round *last = &rep.r[rep.n - 1];
+		rep.postcopy = !strcmp(postcopy, "always") ||
+			(!strcmp(postcopy, "auto") && last->ns > HO_MAX(1000000000ull, 3ull * (uint64_t)target_ms * 1000000u));
+		if (fault && !strcmp(fault, "slow-postcopy"))
+			rep.postcopy = true;
+		if (fault && !strcmp(fault, "corrupt-postcopy")) {
+			if (proxy_start(&px, streamto, streamto, sizeof(streamto))) {
+				ho_err("cannot start the fault-injection proxy");
+				goto out;
+			}
+			proxy_on = true;
+			px.corrupt = 1;
+			rep.postcopy = true;
+			ho_warn("test fault '%s': the post-copy stream will be corrupted", fault);
+		}
 	}
 
 	/* pause, device state, final round */
@@ -1492,9 +1651,22 @@ static int cmd_migrate(int argc, char **argv)
 	}
 	rep.devstate_bytes = (uint64_t)dsize;
 	rep.t_devstate = ho_now_ns();
+	if (rep.postcopy) {
+		struct export_opts peo = eo;
+		if (fault && !strcmp(fault, "slow-postcopy")) {
+			peo.rate_limit = 8000;          /* the VM runs long before the stream ends */
+			ho_warn("test fault '%s': the post-copy stream goes at 8 kB/s", fault);
+		}
+		ex = migrate_postcopy(cn, &rep, ovl, devout, streamto, mirrorto, &peo, since);
+		if (ex == EX_OK)
+			goto handed_off;
+		if (ex == EX_LOST)
+			goto out;
+		goto lost;
+	}
 	if (proxy_on)
 		px.corrupt = 1;
-	if ((rc = export_round(ovl, streamto, &eo, since, false, &rep.r[rep.n])))
+	if ((rc = export_round(ovl, streamto, &eo, since, 0, false, false, &rep.r[rep.n])))
 		goto lost;
 	rep.n++;
 	rep.t_final_done = ho_now_ns();
@@ -1546,6 +1718,7 @@ static int cmd_migrate(int argc, char **argv)
 	rep.t_end = rep.t_confirm;
 	conn_send(cn, "BYE");
 	ex = EX_OK;
+handed_off:
 	if (!keep) {
 		vm_quit(vm);
 		vm_close(vm);
@@ -1632,6 +1805,40 @@ static int start_mirror(const char *base, const char *ovl, const char *mnt, cons
 	return rc;
 }
 
+/* Post-copy on the destination: until the handoff completes, the VM must not outlive this
+ * process (the source resumes its own copy when it loses us). A watchdog child waits on a pipe;
+ * if the pipe closes before "ok" came through it, it kills the QEMU of RUN_DIR/qemu.pid and tells
+ * the mirror to fail every access still waiting. Returns the pipe's write end (or -1). */
+static int postcopy_watchdog(const char *run, const char *ovl)
+{
+	int p[2];
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return -1;
+	pid_t pid = fork();
+	if (pid < 0) {
+		close(p[0]);
+		close(p[1]);
+		return -1;
+	}
+	if (pid == 0) {
+		char c = 0, path[PATH_MAX], *t = NULL, reply[64];
+		size_t tl;
+		close(p[1]);
+		ssize_t n;
+		while ((n = read(p[0], &c, 1)) < 0 && errno == EINTR)
+			;
+		if (n == 1 && c == 'k')
+			_exit(0);
+		fmt(path, sizeof(path), "%s/qemu.pid", run);
+		if (ho_read_file(path, &t, &tl, 64) == 0 && atoi(t) > 1)
+			kill((pid_t)atoi(t), SIGKILL);
+		ho_ctl_call(ovl, "postcopy-abort", -1, 5000, reply, sizeof(reply));
+		_exit(0);
+	}
+	close(p[0]);
+	return p[1];
+}
+
 static int cmd_receive(int argc, char **argv)
 {
 	enum { OPT_BASE = 256, OPT_OVL, OPT_MNT, OPT_LISTEN, OPT_KEY, OPT_RUN, OPT_ACCEL, OPT_PORTFILE, OPT_TIMEOUT, OPT_FAULT };
@@ -1691,7 +1898,8 @@ static int cmd_receive(int argc, char **argv)
 	struct conn *cn = calloc(1, sizeof(*cn));
 	struct vm *vm = NULL;
 	int lfd = -1;
-	bool mirrored = false;
+	bool mirrored = false, postcopy_on = false;
+	int watchdog = -1;                  /* post-copy: kills the VM if we die before completing */
 	char *ds = NULL;
 	if (!cn || base_load(base, &b)) {
 		free(cn);
@@ -1883,6 +2091,101 @@ static int cmd_receive(int argc, char **argv)
 			conn_line(cn, line, sizeof(line), 10000);
 			ex = EX_OK;
 			goto out;
+		} else if (!strncmp(line, "POSTCOPY ", 9)) {
+			/* post-copy: hold back the chunks still to come, resume now, let them stream */
+			unsigned until_;
+			uint64_t nch;
+			size_t mlen;
+			char hex[2 * HO_SHA256_LEN + 1], mpath[PATH_MAX], reply[256];
+			uint8_t mwant[HO_SHA256_LEN], mgot[HO_SHA256_LEN];
+			if ((rc = check_signed(cn, line)) ||
+			    sscanf(line, "POSTCOPY %u %" SCNu64 " %zu %64s", &until_, &nch, &mlen, hex) != 4 ||
+			    mlen > (64u << 20) || ho_unhex(hex, mwant, HO_SHA256_LEN) || !ds) {
+				rc = rc ? rc : HO_EPROTO;
+				goto lost;
+			}
+			uint8_t *mf = malloc(mlen ? mlen : 1);
+			if (!mf) {
+				rc = HO_ENOMEM;
+				goto lost;
+			}
+			if ((rc = conn_bytes(cn, mf, mlen, 60000))) {
+				free(mf);
+				goto lost;
+			}
+			ho_sha256(mf, mlen, mgot);
+			fmt(mpath, sizeof(mpath), "%s/postcopy.manifest", run);
+			if (!ho_mem_equal_ct(mgot, mwant, HO_SHA256_LEN)) {
+				free(mf);
+				ho_err("the post-copy manifest from the source is corrupt (SHA-256 mismatch)");
+				conn_send(cn, "ERR %d manifest checksum mismatch", HO_ECHECKSUM);
+				rc = HO_ECHECKSUM;
+				goto lost;
+			}
+			rc = ho_write_file_atomic(mpath, mf, mlen);
+			free(mf);
+			int mfd = rc ? -1 : open(mpath, O_RDONLY | O_CLOEXEC);
+			if (mfd < 0 || (rc = ho_ctl_call(ovl, "postcopy", mfd, 60000, reply, sizeof(reply)))) {
+				rc = rc ? rc : HO_EIO;
+				if (mfd >= 0)
+					close(mfd);
+				ho_err("the mirror cannot hold back the chunks still to come: %s", ho_strerror(rc));
+				conn_send(cn, "ERR %d cannot begin post-copy: %s", rc, ho_strerror(rc));
+				goto lost;
+			}
+			close(mfd);
+			postcopy_on = true;
+			watchdog = postcopy_watchdog(run, ovl);
+			if ((rc = conn_send_signed(cn, "READY")))
+				goto lost;
+			ho_notice("post-copy: %s chunks awaited; resuming the VM", reply);
+			uint64_t t0 = ho_mono_ns();
+			if ((rc = resume_on_mount(&b, mnt, run, accel, devin, &vm, NULL))) {
+				conn_send(cn, "ERR %d cannot resume the VM: %s", rc, ho_strerror(rc));
+				goto lost;
+			}
+			char text[128];
+			fmt(text, sizeof(text), "RUNNING %" PRIu64, ho_now_ns());
+			if ((rc = conn_send_signed(cn, text)))
+				goto lost;
+			ho_notice("VM resumed here in %.2f s while the last round streams: qemu pid %d", secs(ho_mono_ns() - t0),
+				  (int)vm_pid(vm));
+		} else if (!strncmp(line, "COMPLETE ", 9) && postcopy_on) {
+			/* the source's stream was published: the mirror must await nothing and be done */
+			char reply[512];
+			if ((rc = check_signed(cn, line)))
+				goto lost;
+			uint64_t deadline = ho_mono_ns() + 60000000000ull;
+			for (;;) {
+				if ((rc = ho_ctl_call(ovl, "postcopy-status", -1, 10000, reply, sizeof(reply))))
+					break;
+				if (strncmp(reply, "active", 6) || ho_mono_ns() > deadline)
+					break;
+				usleep(20000);
+			}
+			if (rc || strncmp(reply, "done ", 5)) {
+				ho_err("post-copy did not complete: %s", rc ? ho_strerror(rc) : reply);
+				conn_send(cn, "ERR %d post-copy did not complete", HO_EDIGEST);
+				rc = rc ? rc : HO_EDIGEST;
+				goto lost;
+			}
+			ho_info("post-copy: %s", reply);
+			if ((rc = conn_send_signed(cn, "COMPLETE-OK"))) {
+				ho_err("cannot confirm to the source: the VM runs here, check the source");
+				goto lost;
+			}
+			if (watchdog >= 0) {
+				if (write(watchdog, "k", 1) != 1)
+					ho_warn("cannot release the post-copy watchdog");
+				close(watchdog);
+				watchdog = -1;
+			}
+			write_vm_env(run, "source", base, ovl, mnt, vm_pid(vm));
+			ho_notice("post-copy complete: every chunk arrived and verified; qemu pid %d, run dir '%s'",
+				  (int)vm_pid(vm), run);
+			conn_line(cn, line, sizeof(line), 10000);
+			ex = EX_OK;
+			goto out;
 		} else if (!strcmp(line, "ABORT")) {
 			ho_err("the source aborted the handoff");
 			rc = HO_ECONN;
@@ -1895,6 +2198,10 @@ static int cmd_receive(int argc, char **argv)
 	}
 lost:
 	ex = rc == HO_EBASE ? EX_BASE : rc == HO_ECHECKSUM || rc == HO_EAUTH || rc == HO_EDIGEST ? EX_VERIFY : EX_FAIL;
+	if (postcopy_on) {
+		char reply[64];
+		ho_ctl_call(ovl, "postcopy-abort", -1, 10000, reply, sizeof(reply));
+	}
 	if (vm) {
 		vm_kill(vm);
 		vm_close(vm);
@@ -1909,6 +2216,8 @@ out:
 		close(lfd);
 	if (cn->fd >= 0)
 		close(cn->fd);
+	if (watchdog >= 0)
+		close(watchdog);            /* not completed: the watchdog makes sure the VM is gone */
 	vm_close(vm);
 	free(cn);
 	free(ds);

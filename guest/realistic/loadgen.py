@@ -219,7 +219,8 @@ def main():
         threading.Thread(target=ram_churn, args=(ram // 3, 64 << 20), daemon=True).start()
         threading.Thread(target=cache_churn, args=(min(ram, 512 << 20),), daemon=True).start()
     else:
-        threading.Thread(target=ram_churn, args=(16 << 20, 1 << 20), daemon=True).start()
+        # a few percent of RAM: 1/32 of it (at least 16 MiB) rewritten at 2 MiB/s
+        threading.Thread(target=ram_churn, args=(max(16 << 20, ram // 32), 2 << 20), daemon=True).start()
     for i in range(WRITERS):
         threading.Thread(target=writer, args=(i,), daemon=True).start()
     threading.Thread(target=reader, args=(99,), daemon=True).start()

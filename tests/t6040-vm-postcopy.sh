@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# t6040-vm-postcopy.sh — post-copy handoff (handoff-vm migrate --postcopy always): the destination
+# resumes the guest before the last round arrived; every access to a chunk still to come waits
+# for it, and the chunks the guest touches are fetched from the source's chunk server ahead of
+# the stream (slowed to 8 kB/s here with the test-only --fault slow-postcopy, so the guest really
+# runs on a partial image). Checked: the guest goes on with its counter and its RAM/disk
+# self-check after the handoff; the report shows post-copy with demand requests answered; and two
+# failures leave the VM running on the source and none on the destination: (1) the post-copy
+# stream corrupted on the wire (the mirror refuses it; the destination VM, already running, is
+# killed); (2) the destination's handoff-vm killed while the guest runs there on a partial image
+# (its watchdog kills that VM; the source resumes).
+set -u
+HANDOFF_SRC=${HANDOFF_SRC:-$(cd "$(dirname "$0")/.." && pwd)}
+. "$HANDOFF_SRC/tests/lib.sh"
+. "$HANDOFF_SRC/guest/vmtest.sh"
+need_fuse
+
+T=$(mktemp -d /tmp/t6040.XXXXXX)
+RPID=
+cleanup() {
+	[ -n "$RPID" ] && kill -9 "$RPID" 2>/dev/null
+	for r in "$T"/*.run; do handoff-vm -q stop --run-dir "$r" 2>/dev/null; done
+	vmt_cleanup; t_cleanup
+	for m in "$T"/*.mnt; do fusermount3 -uz "$m" 2>/dev/null; done
+	rm -rf "$T"
+}
+trap cleanup EXIT
+vmt_init "$T"
+vmt_tiny
+export HANDOFF_ACCEL=tcg
+
+handoff-vm -q base create --guest "$GUEST_DIR/guest.env" --settle 1 "$T/base" 2>"$T/base.log" ||
+	{ sed 's/^/# /' "$T/base.log"; bail "handoff-vm base create failed"; }
+cp -a --sparse=always "$T/base" "$T/dbase"
+head -c 32 /dev/urandom >"$T/key"
+
+handoff-vm -q start --base "$T/base" --overlay "$T/src.ovl" --mount "$T/src.mnt" --run-dir "$T/src.run" 2>"$T/start.log" ||
+	{ sed 's/^/# /' "$T/start.log"; bail "handoff-vm start failed"; }
+slog=$T/src.run/serial.log
+src_pid=$(cat "$T/src.run/qemu.pid")
+vmt_wait_counter "$slog" 3 30 || bail "source guest does not count"
+ok "source VM runs (pid $src_pid)"
+
+receiver() {
+	local name=$1; shift
+	rm -f "$T/$name.port"
+	handoff-vm receive --base "$T/dbase" --overlay "$T/$name.ovl" --mount "$T/$name.mnt" --run-dir "$T/$name.run" \
+		--listen 127.0.0.1:0 --port-file "$T/$name.port" --timeout 120 --key "$T/key" "$@" 2>"$T/$name.recv.log" &
+	RPID=$!
+	for _ in $(seq 150); do [ -s "$T/$name.port" ] && return 0; sleep 0.1; done
+	return 1
+}
+
+source_survived() {
+	local what=$1 c reply
+	check "$what: source qemu still alive" vmt_alive "$src_pid"
+	is "$("$VMCTL" status "$T/src.run")" running "$what: source VM is running"
+	c=$(vmt_counter "$slog")
+	check "$what: source counter goes on past $c" vmt_wait_counter "$slog" $((c + 3)) 30
+	reply=$("$VMCTL" send "$T/src.run" check 30000)
+	case "$reply" in
+	"HANDOFF-CHECK ok"*) ok "$what: source self-check passes" ;;
+	*) not_ok "$what: source self-check passes"; echo "#   got '$reply'" ;;
+	esac
+}
+
+# no_dst_vm NAME: the destination's QEMU (if it was started) is gone within 10 s
+no_dst_vm() {
+	local pidf=$T/$1.run/qemu.pid p
+	[ -s "$pidf" ] || return 0
+	p=$(cat "$pidf")
+	for _ in $(seq 100); do vmt_alive "$p" || return 0; sleep 0.1; done
+	return 1
+}
+
+# ---- (1) the post-copy stream corrupted on the wire ----------------------------------------------
+receiver bad || bail "receiver did not start"
+handoff-vm migrate --run-dir "$T/src.run" --to "127.0.0.1:$(cat "$T/bad.port")" --key "$T/key" --postcopy always \
+	--fault corrupt-postcopy 2>"$T/m1.log"
+is "$?" 4 "corrupt post-copy stream: migrate exits 4 (source resumed)"
+wait "$RPID"; rrc=$?; RPID=
+check "corrupt post-copy stream: receiver fails ($rrc)" test "$rrc" -ne 0
+sed 's/^/# /' "$T/m1.log" | tail -n 4
+check "corrupt post-copy stream: it was a post-copy handoff" grep -q 'post-copy: the destination awaits' "$T/m1.log"
+check "corrupt post-copy stream: the mirror refused it" grep -q "the receiver refused the stream" "$T/m1.log"
+check "corrupt post-copy stream: no VM left on the destination" no_dst_vm bad
+source_survived "corrupt post-copy stream"
+
+# ---- (2) the destination's handoff-vm dies while its VM runs on a partial image ------------------
+receiver dead || bail "receiver did not start"
+handoff-vm migrate --run-dir "$T/src.run" --to "127.0.0.1:$(cat "$T/dead.port")" --key "$T/key" --postcopy always \
+	--fault slow-postcopy 2>"$T/m2.log" &
+MPID=$!
+resumed=
+for _ in $(seq 300); do grep -q 'VM resumed here' "$T/dead.recv.log" && { resumed=1; break; }; sleep 0.1; done
+check "destination killed: its VM had resumed on a partial image" test -n "$resumed"
+kill -9 "$RPID" 2>/dev/null; wait "$RPID" 2>/dev/null; RPID=
+wait "$MPID"
+is "$?" 4 "destination killed: migrate exits 4 (source resumed)"
+sed 's/^/# /' "$T/m2.log" | tail -n 3
+check "destination killed: its watchdog killed the VM there" no_dst_vm dead
+fusermount3 -uz "$T/dead.mnt" 2>/dev/null
+source_survived "destination killed"
+
+# ---- (3) a post-copy handoff ---------------------------------------------------------------------
+receiver dst || bail "receiver did not start"
+c_before=$(vmt_counter "$slog")
+if handoff-vm migrate --run-dir "$T/src.run" --to "127.0.0.1:$(cat "$T/dst.port")" --key "$T/key" --mode delta-zstd3 \
+	--postcopy always --fault slow-postcopy --report "$T/report.json" 2>"$T/migrate.log"; then
+	ok "post-copy handoff succeeded"
+else
+	not_ok "post-copy handoff succeeded"; sed 's/^/# /' "$T/migrate.log" "$T/dst.recv.log"
+fi
+wait "$RPID"; is "$?" 0 "receiver exited 0"; RPID=
+sed 's/^/# /' "$T/migrate.log"
+if python3 - "$T/report.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r["handed_off"] is True and r["postcopy"] is True, "handed off with post-copy"
+assert r["postcopy_chunks"] > 0, "chunks came after the resume"
+assert r["postcopy_demand_requests"] > 0 and r["postcopy_demand_chunks"] >= r["postcopy_demand_requests"] * 0, "demand"
+assert r["rounds"][-1]["live"] is False and r["rounds"][0]["live"] is True
+assert r["rounds"][-1]["memory_chunks"] + r["rounds"][-1]["disk_chunks"] == r["postcopy_chunks"]
+assert 0 < r["downtime_seconds"] < r["postcopy_seconds"], "resumed before the last chunk arrived"
+PY
+then ok "report: post-copy, demand requests answered, resumed before the last chunk arrived"
+else not_ok "report: post-copy consistent"; sed 's/^/# /' "$T/report.json"; fi
+check "the chunk server answered requests" grep -Eq 'post-copy: the destination ran .* [1-9][0-9]* requests' "$T/migrate.log"
+
+check_fail "source qemu is gone" vmt_alive "$src_pid"
+check_fail "source mount is gone" mountpoint -q "$T/src.mnt"
+dlog=$T/dst.run/serial.log
+is "$("$VMCTL" status "$T/dst.run")" running "destination VM runs"
+last=$(vmt_counter "$slog")
+check "destination counter goes on past the source's last ($last)" vmt_wait_counter "$dlog" $((last + 5)) 30
+check "no reboot on the destination" test "$(grep -c HANDOFF-BOOT "$dlog")" = 0
+reply=$("$VMCTL" send "$T/dst.run" check 30000)
+case "$reply" in
+"HANDOFF-CHECK ok"*) ok "guest self-check after the post-copy handoff (RAM + disk md5s): $reply" ;;
+*) not_ok "guest self-check after the post-copy handoff"; echo "#   got '$reply'"; tail -n 5 "$dlog" | sed 's/^/#   /' ;;
+esac
+check "no failed self-check on any console" test "$(cat "$slog" "$dlog" | grep -c 'HANDOFF-CHECK fail')" = 0
+check "handoff-vm stop on the destination" handoff-vm stop --run-dir "$T/dst.run"
+done_testing

@@ -2,28 +2,52 @@
 # bench/adapt.sh — does adapting the operating mode beat every fixed one? Total transfer time of
 # one handoff (handoff-export --to in namespace A, handoff-import --listen in namespace B, over a
 # tbf-shaped veth from scripts/wan.sh) for every static mode and for --adaptive, at 5, 10, 25,
-# 100 and 1000 Mbit/s, under a changing rate schedule, and at 25 Mbit/s with a competing busy
-# process. Prints one table (seconds; the best static per row; adaptive's time relative to it).
+# 100 and 1000 Mbit/s, under a schedule that changes the rate every 10 s, and at a constant rate
+# with competing CPU load added halfway. Prints one table (seconds; the best static per row;
+# adaptive's time relative to it).
 #
-# The data: a 128 MiB ext4 base image of /usr/share files, and ADAPT_BENCH_MB (default 24) MiB of
-# changed blocks written through handoff-mount: half text, a fifth random, a fifth copies of other
-# base blocks, a tenth zeros, in runs.
+# The data (ADAPT_BENCH_DATA=guest, the default when the images are there): a real guest's
+# modifications. Two snapshots of the realistic guest (bench/vm.sh's bases: the same Debian guest
+# after a light and after a heavy workload, disk and RAM) give the base (light) and the changed
+# chunks (every 4 KiB block where heavy differs from light: 791 MiB of memory and 340 MiB of disk
+# for the 1 GiB guest). ADAPT_BENCH_MB MiB of them (default 64; 70 % memory, 30 % disk, whole
+# 1 MiB regions spread over the images) are written through handoff-mount over the light base for
+# the constant-rate rows, ADAPT_BENCH_SCHED_MB (default 640) for the two schedules, which must
+# last long enough to see every phase. The snapshots are looked for in ADAPT_BENCH_GUEST (a
+# directory with light/ and heavy/, each holding disk.img and memory.img) or else in
+# ${HANDOFF_CACHE:-~/.cache/handoff}/vm-bench/base-{light,heavy}-*M; the light base is copied
+# (sparse) into the work directory, since bench/vm.sh may rebuild that cache at any time.
+# ADAPT_BENCH_DATA=synthetic: a 128 MiB ext4 base of /usr/share files and ADAPT_BENCH_MB MiB of
+# changed blocks (half text, a fifth random, a fifth copies of other base blocks, a tenth zeros).
 #
-# Needs root and ip netns (the tools speak TCP themselves). Modes come from
-# `handoff-export --list-modes` when it has one. If the exporter lacks --adaptive or
+# Static modes run with as many threads as adaptive (-T, the online CPUs), so the comparison is
+# of modes, not of thread counts. A static run slower than ADAPT_BENCH_CUTOFF (default 2.5) times
+# the row's best so far is stopped and shown as ">T" (it cannot be the best; modes expected to
+# be fast for the row run first). The machine is shared: every row shows the 1-minute load
+# average when it started, and ADAPT_BENCH_REPEAT runs each cell that many times (median).
+#
+# Needs root and ip netns (the tools speak TCP themselves). If the exporter lacks --adaptive or
 # --progress=json the adaptive column says so; no figure is ever made up.
 #
-#   ADAPT_BENCH_MB=24  ADAPT_BENCH_RATES="5 10 25 100 1000"  ADAPT_BENCH_MODES="raw lz4 ..."
-#   ADAPT_BENCH_REPEAT=3 (each cell is the median of that many runs: this machine is shared)
+#   ADAPT_BENCH_RATES="5 10 25 100 1000"   ADAPT_BENCH_MODES="raw lz4 ..."   ADAPT_BENCH_REPEAT=1
+#   ADAPT_BENCH_SCHEDULE="25mbit:10 5mbit:10 100mbit:10 10mbit:10"   (looped)
+#   ADAPT_BENCH_LOAD="100mbit 10 6"   (rate, seconds before the load starts, busy processes)
+#   ADAPT_BENCH_ROWS="rates schedule load"
 set -u
 : "${HANDOFF_BUILD:=$(cd "$(dirname "$0")/.." && pwd)/build}"
 : "${HANDOFF_SRC:=$(cd "$(dirname "$0")/.." && pwd)}"
 export PATH="$HANDOFF_BUILD/bin:$PATH:/usr/sbin:/sbin"
 WAN="$HANDOFF_SRC/scripts/wan.sh"
-MB=${ADAPT_BENCH_MB:-24}
+MB=${ADAPT_BENCH_MB:-64}
+SCHED_MB=${ADAPT_BENCH_SCHED_MB:-640}
 RATES=${ADAPT_BENCH_RATES:-"5 10 25 100 1000"}
-SCHEDULE=${ADAPT_BENCH_SCHEDULE:-"5mbit:8 100mbit:4 10mbit:8"}
-REPEAT=${ADAPT_BENCH_REPEAT:-3}
+SCHEDULE=${ADAPT_BENCH_SCHEDULE:-"25mbit:10 5mbit:10 100mbit:10 10mbit:10"}
+LOAD=${ADAPT_BENCH_LOAD:-"100mbit 10 6"}
+ROWS=${ADAPT_BENCH_ROWS:-"rates schedule load"}
+REPEAT=${ADAPT_BENCH_REPEAT:-1}
+CUTOFF=${ADAPT_BENCH_CUTOFF:-2.5}
+DATA=${ADAPT_BENCH_DATA:-}
+NCPU=$(nproc)
 NAME=hb$$
 say() { echo "bench/adapt: $*" >&2; }
 
@@ -49,136 +73,282 @@ else
 fi
 
 work=$(mktemp -d /tmp/handoff-bench-adapt.XXXXXX)
-busy=
 cleanup() {
-	[ -n "$busy" ] && kill $busy 2>/dev/null
+	# transfers run in command substitutions: their load is known only by the pid file
+	[ -f "$work/hogs" ] && xargs -r kill <"$work/hogs" 2>/dev/null
 	"$WAN" down $NAME >/dev/null 2>&1
-	fusermount3 -uz "$work/mnt" 2>/dev/null
+	for m in "$work"/mnt*; do fusermount3 -uz "$m" 2>/dev/null; done
 	rm -rf "$work"
 }
 trap cleanup EXIT
 
 # ---- the data ------------------------------------------------------------------------------
-say "building a 128 MiB base and $MB MiB of changes"
-mkdir -p "$work/tree" "$work/mnt"
-find /usr/share/doc /usr/share/man -type f -printf '%s %p\n' 2>/dev/null |
-	awk '{ s += $1; if (s > 90e6) exit; sub(/^[0-9]+ /, ""); print }' |
-	xargs -d '\n' cp --parents -t "$work/tree" 2>/dev/null
-mkfs.ext4 -q -F -d "$work/tree" "$work/base.img" 128M >/dev/null 2>&1 || { say "mkfs.ext4 failed"; exit 1; }
-rm -rf "$work/tree"
-find /usr/share/doc /usr/share/man -type f \( -name '*.gz' -prune -o -print \) 2>/dev/null |
-	head -n 5000 | xargs cat 2>/dev/null | head -c $((MB * 1024 * 1024 / 2)) >"$work/text"
-handoff-mount --disk "$work/base.img" --memory-size 32M "$work/ovl" "$work/mnt" || { say "mount failed"; exit 1; }
-d="$work/mnt/disk"
-# runs of 256 KiB, spread over the disk: text, random, base copies, zeros
-off=$((4 * 1024))            # in 4 KiB blocks
-run=64
-ntext=$((MB * 128 / run)) nrand=$((MB * 256 / 5 / run)) ncopy=$((MB * 256 / 5 / run)) nzero=$((MB * 256 / 10 / run))
-for i in $(seq 0 $((ntext - 1))); do
-	dd if="$work/text" of="$d" bs=4K skip=$((i * run)) seek=$((off + i * run * 2)) count=$run conv=notrunc status=none
-done
-off=$((off + ntext * run * 2))
-for i in $(seq 0 $((nrand - 1))); do
-	head -c $((run * 4096)) /dev/urandom | dd of="$d" bs=4K seek=$((off + i * run * 2)) conv=notrunc status=none
-done
-off=$((off + nrand * run * 2))
-# source runs inside files of the base (no all-zero block), so they are real copies, not zeros
-perl -e 'open(F, "<", $ARGV[0]) or die; binmode F; my $z = "\0" x 4096; my $i = 0;
-	while (read(F, my $b, 262144) == 262144) {
-		my $ok = 1; for (my $o = 0; $o < 262144; $o += 4096) { $ok = 0, last if substr($b, $o, 4096) eq $z }
-		print "$i\n" if $ok; $i++ }' "$work/base.img" | awk 'NR % 3 == 0' | head -n $ncopy >"$work/copies"
-[ "$(wc -l <"$work/copies")" = $ncopy ] || { say "not enough file data in the base to copy from"; exit 1; }
-i=0
-while read -r src; do
-	dd if="$work/base.img" of="$d" bs=4K skip=$((src * run)) seek=$((off + i * run * 2)) count=$run conv=notrunc status=none
-	i=$((i + 1))
-done <"$work/copies"
-off=$((off + ncopy * run * 2))
-for i in $(seq 0 $((nzero - 1))); do
-	dd if=/dev/zero of="$d" bs=4K seek=$((off + i * run * 2)) count=$run conv=notrunc status=none
-done
-[ $((off + nzero * run * 2)) -lt 32768 ] || { say "ADAPT_BENCH_MB=$MB is too large for the 128 MiB base"; exit 1; }
-sync "$d"
-handoff-mount --checkpoint "$work/ovl" >/dev/null || { say "checkpoint failed"; exit 1; }
-fusermount3 -u "$work/mnt"
-for _ in $(seq 100); do mountpoint -q "$work/mnt" || break; sleep 0.05; done
-rm -f "$work/text"
+find_guest() {   # sets LIGHT and HEAVY (directories with disk.img and memory.img)
+	local g=${ADAPT_BENCH_GUEST:-} c=${HANDOFF_CACHE:-$HOME/.cache/handoff}/vm-bench l h
+	if [ -n "$g" ]; then
+		LIGHT=$g/light HEAVY=$g/heavy
+	else
+		LIGHT= HEAVY=
+		for l in "$c"/base-light-*M; do
+			h=${l/base-light-/base-heavy-}
+			[ -f "$l/memory.img" ] && [ -f "$h/memory.img" ] && { LIGHT=$l HEAVY=$h; }
+		done
+	fi
+	[ -n "$LIGHT" ] && for f in disk.img memory.img; do
+		[ -f "$LIGHT/$f" ] && [ -f "$HEAVY/$f" ] &&
+			[ "$(stat -c %s "$LIGHT/$f")" = "$(stat -c %s "$HEAVY/$f")" ] || return 1
+	done
+}
+
+# blocks.pl BASE NEW MIB OUT: write into OUT the 4 KiB blocks where NEW differs from BASE, whole
+# 1 MiB regions at a time, every k-th region that has differences, k chosen for about MIB MiB
+cat >"$work/blocks.pl" <<'EOF'
+use strict;
+my ($base, $new, $target, $out) = @ARGV;
+my ($R, $B) = (1 << 20, 4096);
+open(my $fa, "<:raw", $base) or die "$base: $!";
+open(my $fb, "<:raw", $new) or die "$new: $!";
+my (@reg, $total);
+for (my $i = 0; ; $i++) {
+	my $na = read($fa, my $x, $R); my $nb = read($fb, my $y, $R);
+	last unless $na && $nb;
+	next if $x eq $y;
+	my $d = 0;
+	for (my $o = 0; $o < $na; $o += $B) { $d++ if substr($x, $o, $B) ne substr($y, $o, $B) }
+	push @reg, $i; $total += $d;
+}
+my $k = $total * $B / ($target * $R); $k = 1 if $k < 1;
+open(my $fo, "+<:raw", $out) or die "$out: $!";
+my ($acc, $written) = (0, 0);
+for my $i (@reg) {
+	$acc += 1;
+	next if $acc < $k;
+	$acc -= $k;
+	seek($fa, $i * $R, 0); seek($fb, $i * $R, 0);
+	my $na = read($fa, my $x, $R); read($fb, my $y, $R);
+	for (my $o = 0; $o < $na; $o += $B) {
+		my $b = substr($y, $o, $B);
+		next if substr($x, $o, $B) eq $b;
+		seek($fo, $i * $R + $o, 0); print $fo $b; $written += $B;
+	}
+}
+close($fo) or die "$out: $!";
+printf "%.1f\n", $written / $R;
+EOF
+
+# guest_set OVL MIB: an overlay over the light base holding MIB MiB of the heavy snapshot's changes
+guest_set() {
+	local o=$1 mib=$2 mnt=$work/mnt.$RANDOM m d
+	mkdir -p "$mnt"
+	handoff-mount --disk "$work/base/disk.img" --memory "$work/base/memory.img" "$o" "$mnt" || return 1
+	m=$(perl "$work/blocks.pl" "$work/base/memory.img" "$HEAVY/memory.img" $((mib * 7 / 10)) "$mnt/memory") &&
+	d=$(perl "$work/blocks.pl" "$work/base/disk.img" "$HEAVY/disk.img" $((mib - mib * 7 / 10)) "$mnt/disk") || return 1
+	sync "$mnt/disk" "$mnt/memory"
+	handoff-mount --checkpoint "$o" >/dev/null || return 1
+	fusermount3 -u "$mnt"
+	for _ in $(seq 100); do mountpoint -q "$mnt" || break; sleep 0.05; done
+	say "$o: $m MiB of memory and $d MiB of disk changed"
+}
+
+synthetic_set() {
+	local o=$1 mib=$2 d off run ntext nrand ncopy nzero i src
+	[ -f "$work/base/disk.img" ] || {
+		mkdir -p "$work/tree" "$work/base"
+		find /usr/share/doc /usr/share/man -type f -printf '%s %p\n' 2>/dev/null |
+			awk '{ s += $1; if (s > 90e6) exit; sub(/^[0-9]+ /, ""); print }' |
+			xargs -d '\n' cp --parents -t "$work/tree" 2>/dev/null
+		mkfs.ext4 -q -F -d "$work/tree" "$work/base/disk.img" 128M >/dev/null 2>&1 || { say "mkfs.ext4 failed"; return 1; }
+		rm -rf "$work/tree"
+	}
+	find /usr/share/doc /usr/share/man -type f \( -name '*.gz' -prune -o -print \) 2>/dev/null |
+		head -n 5000 | xargs cat 2>/dev/null | head -c $((mib * 1024 * 1024 / 2)) >"$work/text"
+	mkdir -p "$work/mnt.s"
+	handoff-mount --disk "$work/base/disk.img" --memory-size 32M "$o" "$work/mnt.s" || return 1
+	d="$work/mnt.s/disk" off=$((4 * 1024)) run=64
+	ntext=$((mib * 128 / run)) nrand=$((mib * 256 / 5 / run)) ncopy=$((mib * 256 / 5 / run)) nzero=$((mib * 256 / 10 / run))
+	for i in $(seq 0 $((ntext - 1))); do
+		dd if="$work/text" of="$d" bs=4K skip=$((i * run)) seek=$((off + i * run * 2)) count=$run conv=notrunc status=none
+	done
+	off=$((off + ntext * run * 2))
+	for i in $(seq 0 $((nrand - 1))); do
+		head -c $((run * 4096)) /dev/urandom | dd of="$d" bs=4K seek=$((off + i * run * 2)) conv=notrunc status=none
+	done
+	off=$((off + nrand * run * 2))
+	perl -e 'open(F, "<", $ARGV[0]) or die; binmode F; my $z = "\0" x 4096; my $i = 0;
+		while (read(F, my $b, 262144) == 262144) {
+			my $ok = 1; for (my $o = 0; $o < 262144; $o += 4096) { $ok = 0, last if substr($b, $o, 4096) eq $z }
+			print "$i\n" if $ok; $i++ }' "$work/base/disk.img" | awk 'NR % 3 == 0' | head -n $ncopy >"$work/copies"
+	i=0
+	while read -r src; do
+		dd if="$work/base/disk.img" of="$d" bs=4K skip=$((src * run)) seek=$((off + i * run * 2)) count=$run conv=notrunc status=none
+		i=$((i + 1))
+	done <"$work/copies"
+	off=$((off + ncopy * run * 2))
+	for i in $(seq 0 $((nzero - 1))); do
+		dd if=/dev/zero of="$d" bs=4K seek=$((off + i * run * 2)) count=$run conv=notrunc status=none
+	done
+	[ $((off + nzero * run * 2)) -lt 32768 ] || { say "$mib MiB is too much for the 128 MiB synthetic base"; return 1; }
+	sync "$d"
+	handoff-mount --checkpoint "$o" >/dev/null || return 1
+	fusermount3 -u "$work/mnt.s"
+	for _ in $(seq 100); do mountpoint -q "$work/mnt.s" || break; sleep 0.05; done
+	rm -f "$work/text"
+}
+
+if [ -z "$DATA" ]; then
+	if find_guest; then DATA=guest; else DATA=synthetic; fi
+fi
+mkdir -p "$work/base"
+if [ "$DATA" = guest ]; then
+	find_guest || { say "no pair of guest snapshots (light and heavy) found: ADAPT_BENCH_DATA=synthetic"; exit 1; }
+	say "real guest data: base $LIGHT, changes from $HEAVY"
+	cp --sparse=always "$LIGHT/disk.img" "$LIGHT/memory.img" "$work/base/" || { say "cannot copy the base"; exit 1; }
+	MEMARG=(--memory "$work/base/memory.img")
+	guest_set "$work/ovl" "$MB" || { say "cannot build the data set"; exit 1; }
+	case " $ROWS " in *" schedule "*|*" load "*) guest_set "$work/ovl-big" "$SCHED_MB" || exit 1;; esac
+	DESC="a real guest's changes (light -> heavy snapshot of the realistic guest, $(($(stat -c %s "$work/base/memory.img") >> 20)) MiB RAM)"
+else
+	say "synthetic data"
+	MEMARG=(--memory-size 32M)
+	synthetic_set "$work/ovl" "$MB" || exit 1
+	[ "$SCHED_MB" -gt 100 ] && SCHED_MB=100
+	case " $ROWS " in *" schedule "*|*" load "*) synthetic_set "$work/ovl-big" "$SCHED_MB" || exit 1;; esac
+	DESC="synthetic changes of a 128 MiB disk"
+fi
 
 "$WAN" up $NAME 1gbit || exit 1
 B=$("$WAN" addr $NAME b)
 
-# one transfer: prints seconds, or FAIL; $1 = mode or "adaptive", $2 = progress log
+# ---- competing load ------------------------------------------------------------------------
+LOAD_PID=
+load_start() {   # load_start SECONDS N: N busy processes from SECONDS from now on
+	: >"$work/hogs"
+	(
+		sleep "$1"
+		for _ in $(seq "$2"); do
+			sh -c 'while :; do :; done' &
+			echo $! >>"$work/hogs"
+		done
+		wait
+	) </dev/null >/dev/null 2>&1 &
+	LOAD_PID=$!
+}
+load_stop() {
+	[ -n "$LOAD_PID" ] || return 0
+	kill "$LOAD_PID" 2>/dev/null
+	[ -f "$work/hogs" ] && xargs -r kill <"$work/hogs" 2>/dev/null
+	wait "$LOAD_PID" 2>/dev/null
+	LOAD_PID=
+}
+
+# ---- transfers -----------------------------------------------------------------------------
+# transfer1 MODE|adaptive LOG OVL LIMIT: one transfer; prints seconds, ">LIMIT" when stopped at
+# LIMIT seconds, or FAIL. $prep (rate, schedule, load) runs just before the export starts.
 transfer1() {
-	local mode=$1 log=$2 recv port t0 t1 rc irc
+	local mode=$1 log=$2 ovl=$3 limit=$4 recv port t0 t1 rc irc
 	recv=$(mktemp -u "$work/recv.XXXXXX")
 	rm -f "$work/port"
 	"$WAN" exec $NAME b handoff-import -q --listen "$B:0" --port-file "$work/port" \
-		--disk "$work/base.img" --memory-size 32M "$recv" 2>"$log.import" &
+		--disk "$work/base/disk.img" "${MEMARG[@]}" "$recv" 2>"$log.import" &
 	local ipid=$!
 	for _ in $(seq 200); do [ -s "$work/port" ] && break; sleep 0.05; done
 	port=$(cat "$work/port" 2>/dev/null)
 	[ -n "$port" ] || { kill $ipid 2>/dev/null; echo FAIL; return; }
-	rm -f "$work/ovl/export-pending"
-	local args=(--mode "$mode")
+	rm -f "$ovl/export-pending"
+	local args=(--mode "$mode" -T "$NCPU")
 	[ "$mode" = adaptive ] && args=(--adaptive --progress=json)
+	eval "$prep"
 	t0=$(date +%s.%N)
-	"$WAN" exec $NAME a timeout 900 handoff-export -q "${args[@]}" --to "$B:$port" "$work/ovl" 2>"$log"
+	"$WAN" exec $NAME a timeout "$limit" handoff-export -q "${args[@]}" --to "$B:$port" "$ovl" 2>"$log"
 	rc=$?
 	t1=$(date +%s.%N)
+	load_stop
+	"$WAN" stop $NAME
 	# a failed export leaves the receiver listening
-	[ $rc = 0 ] || { kill $ipid 2>/dev/null; say "$mode: $(head -n 1 "$log")"; }
+	[ $rc = 0 ] || kill $ipid 2>/dev/null
 	wait $ipid; irc=$?
 	rm -rf "$recv"
-	if [ $rc != 0 ] || [ $irc != 0 ]; then echo FAIL; return; fi
+	if [ $rc = 124 ]; then echo ">$limit"; return; fi
+	if [ $rc != 0 ] || [ $irc != 0 ]; then say "$mode: $(head -n 1 "$log") $(head -n 1 "$log.import")"; echo FAIL; return; fi
 	awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f\n", b - a }'
 }
 
-# the median of REPEAT transfers (FAIL if any failed)
+# the median of REPEAT transfers (the first stopped or failed one ends it)
 transfer() {
 	local i t all=()
 	for i in $(seq "$REPEAT"); do
-		[ "$i" -gt 1 ] && eval "$setup"
 		t=$(transfer1 "$@")
-		[ "$t" = FAIL ] && { echo FAIL; return; }
+		case $t in FAIL|">"*) echo "$t"; return;; esac
 		all+=("$t")
 	done
 	printf '%s\n' "${all[@]}" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
 }
 
-row() {   # row LABEL SETUP: SETUP is run before each transfer (rate, schedule)
-	local label=$1 setup=$2 m t best=none bt=0 cells=() picks=""
-	for m in $MODES; do
-		eval "$setup"
-		t=$(transfer "$m" "$work/log")
-		cells+=("$t")
-		if [ "$t" != FAIL ] && { [ "$best" = none ] || awk -v a="$t" -v b="$bt" 'BEGIN{exit !(a < b)}'; }; then
+# modes in the order they are likely to do well for a row (so the cut-off bites the others)
+order_modes() {   # $1: light | strong
+	local want m out=
+	if [ "$1" = light ]; then want="delta-lz4 xor-lz4 delta-zstd3 lz4 raw delta-zstd9"
+	else want="delta-zstd9 delta-zstd3 delta-lz4 xor-lz4 lz4 raw"; fi
+	for m in $want; do case " $MODES " in *" $m "*) out="$out $m";; esac; done
+	for m in $MODES; do case " $out " in *" $m "*) ;; *) out="$out $m";; esac; done
+	echo $out
+}
+
+declare -A CELL
+row() {   # row LABEL OVL ORDER PREP: PREP is eval'd before each export (rate, schedule, load)
+	local label=$1 ovl=$2 order=$3 m t best=none bt=0 picks="" rel limit load
+	prep=$4
+	load=$(cut -d' ' -f1 /proc/loadavg)
+	for m in $(order_modes "$order"); do
+		limit=900
+		[ "$best" != none ] && limit=$(awk -v b="$bt" -v c="$CUTOFF" 'BEGIN { l = int(b * c + 5); print l < 20 ? 20 : l }')
+		t=$(transfer "$m" "$work/log.$m" "$ovl" "$limit")
+		CELL[$m]=$t
+		say "$label: $m $t"
+		if [[ "$t" =~ ^[0-9.]+$ ]] && { [ "$best" = none ] || awk -v a="$t" -v b="$bt" 'BEGIN{exit !(a < b)}'; }; then
 			best=$m bt=$t
 		fi
 	done
 	if [ $adaptive = 1 ]; then
-		eval "$setup"
-		t=$(transfer adaptive "$work/log")
-		picks=$(grep -o '"mode":"[^"]*"' "$work/log" | cut -d'"' -f4 | uniq -c | awk '{printf "%s%s", s, $2; s=">"}')
-		[ "$t" != FAIL ] && [ "$bt" != 0 ] && rel=$(awk -v a="$t" -v b="$bt" 'BEGIN{printf "%.2f", a / b}') || rel=-
+		t=$(transfer adaptive "$work/log.adaptive" "$ovl" 900)
+		say "$label: adaptive $t"
+		picks=$(grep -o '"mode":"[^"]*"' "$work/log.adaptive" | cut -d'"' -f4 | uniq -c |
+			awk '{ printf "%s%s", s, $2 ($1 > 1 ? "x" $1 : ""); s = ">" }')
+		rel=-
+		[[ "$t" =~ ^[0-9.]+$ ]] && [ "$bt" != 0 ] && rel=$(awk -v a="$t" -v b="$bt" 'BEGIN{printf "%.2f", a / b}')
 	else
 		t="n/a" rel="-"
 	fi
-	printf '| %s | %s | %s | %s (%s) | %s | %s |\n' "$label" "$(IFS='|'; echo "${cells[*]}" | sed 's/|/ | /g')" \
-		"$t" "$best" "$bt" "$rel" "${picks:--}"
+	printf '| %s | %s |' "$label" "$load"
+	for m in $MODES; do printf ' %s |' "${CELL[$m]:--}"; done
+	printf ' %s | %s (%s) | %s | %s |\n' "$t" "$best" "$bt" "$rel" "${picks:--}"
+	CELL=()
 }
 
 echo
-echo "Transfer time in seconds (median of $REPEAT), $MB MiB changed of a 128 MiB disk ($(nproc) cores; adaptive/best < 1 means adaptive won)"
+echo "Transfer time in seconds (median of $REPEAT) of $DESC: $MB MiB changed at constant rates,"
+echo "$SCHED_MB MiB under the schedules. Static modes run -T $NCPU like adaptive; '>T' = stopped at"
+echo "T s (slower than $CUTOFF x the row's best). adaptive/best < 1 means adaptive won. $NCPU cores, shared."
+echo "Start: $(uptime)"
 echo
-printf '| link | %s | adaptive | best static | adaptive/best | adaptive modes |\n' "$(echo $MODES | sed 's/ / | /g')"
-printf '|---|%s---|---|---|---|\n' "$(for _ in $MODES; do printf -- '---|'; done)"
-for r in $RATES; do
-	row "${r} Mbit/s" "\"\$WAN\" rate $NAME ${r}mbit"
+printf '| link | load | %s | adaptive | best static | adaptive/best | adaptive modes (x lines, 0.5 s each) |\n' "$(echo $MODES | sed 's/ / | /g')"
+printf '|---|---|%s---|---|---|---|\n' "$(for _ in $MODES; do printf -- '---|'; done)"
+for what in $ROWS; do
+	case $what in
+	rates)
+		for r in $RATES; do
+			o=strong; [ "$r" -ge 100 ] && o=light
+			row "${r} Mbit/s" "$work/ovl" $o "\"\$WAN\" rate $NAME ${r}mbit"
+		done ;;
+	schedule)
+		first=${SCHEDULE%% *}; first=${first%%:*}
+		row "schedule $(echo "$SCHEDULE" | sed 's/mbit:/@/g; s/ / > /g') (Mbit/s@s, looped)" "$work/ovl-big" strong \
+			"\"\$WAN\" rate $NAME $first; \"\$WAN\" schedule $NAME \"$SCHEDULE\" --loop >/dev/null" ;;
+	load)
+		read -r lrate lat ln <<<"$LOAD"
+		row "$lrate, $ln busy processes from ${lat} s on" "$work/ovl-big" strong \
+			"\"\$WAN\" rate $NAME $lrate; load_start $lat $ln" ;;
+	esac
 done
-row "schedule $SCHEDULE" "\"\$WAN\" schedule $NAME \"$SCHEDULE\" --loop >/dev/null"
-"$WAN" stop $NAME
-"$WAN" rate $NAME 25mbit
-sh -c 'while :; do :; done' &
-busy=$!
-row "25 Mbit/s + 1 busy process" "\"\$WAN\" rate $NAME 25mbit"
-kill $busy; busy=
+echo
+echo "End: $(uptime)"

@@ -33,9 +33,9 @@ row() { printf '%-34s %10s %8.2f %9.1f %8s\n' "$1" "$(numfmt --to=iec "$2")" "$3
 printf '%-34s %10s %8s %9s %8s\n' "operation" "bytes" "seconds" "MiB/s" "time/cat"
 t_cat=$(secs sh -c "cat src/memory.data src/disk.data | cat >/dev/null")
 row "cat data files | cat (peer)" "$bytes" "$t_cat" "1.00"
-handoff-export -q -o s.hs src 2>/dev/null
+handoff-export -q --mode raw -o s.hs src 2>/dev/null
 sbytes=$(stat -c %s s.hs)
-t_exp=$(secs sh -c "handoff-export -q src >/dev/null")
+t_exp=$(secs sh -c "handoff-export -q --mode raw src >/dev/null")
 row "handoff-export >/dev/null" "$sbytes" "$t_exp" "$(echo "scale=2; $t_exp / $t_cat" | bc)"
 t_exp2=$(secs sh -c "handoff-export -q --mode lz4 -T 2 src >/dev/null")
 row "handoff-export --mode lz4 -T 2" "$sbytes" "$t_exp2" "$(echo "scale=2; $t_exp2 / $t_cat" | bc)"
@@ -46,12 +46,12 @@ row "handoff-import --verify-only FILE" "$sbytes" "$t_ver" "$(echo "scale=2; $t_
 t_imp=$(secs handoff-import -q dst1 s.hs)
 row "handoff-import FILE" "$sbytes" "$t_imp" "$(echo "scale=2; $t_imp / $t_cat" | bc)"
 "$mk" create dst2 disk.img "zero:$size"
-t_pipe=$(secs sh -c "handoff-export -q src | handoff-import -q dst2 -")
+t_pipe=$(secs sh -c "handoff-export -q --mode raw src | handoff-import -q dst2 -")
 row "handoff-export | handoff-import" "$sbytes" "$t_pipe" "$(echo "scale=2; $t_pipe / $t_cat" | bc)"
 "$mk" create dst3 disk.img "zero:$size"
 handoff-import -q --listen 127.0.0.1:0 --port-file port dst3 & rx=$!
 for _ in $(seq 100); do [ -s port ] && break; sleep 0.05; done
-t_tcp=$(secs handoff-export -q --to 127.0.0.1:"$(cat port)" src)
+t_tcp=$(secs handoff-export -q --mode raw --to 127.0.0.1:"$(cat port)" src)
 row "handoff-export --to (loopback TCP)" "$sbytes" "$t_tcp" "$(echo "scale=2; $t_tcp / $t_cat" | bc)"
 wait $rx
 [ "$("$mk" hash src)" = "$("$mk" hash dst3)" ] && echo "# TCP result verified identical" || echo "# TCP result DIFFERS"

@@ -334,6 +334,25 @@ uint64_t fs_pending_count(struct fs *fs)
 	return atomic_load_explicit(&fs->npending, memory_order_acquire);
 }
 
+void fs_pending_reset(struct fs *fs)
+{
+	pthread_mutex_lock(&fs->pend_lock);
+	for (int img = 0; img < OVERLAY_NIMAGES; img++)
+		if (fs->pend_bits[img]) {
+			size_t words = overlay_nchunks(fs->ov, img) / 64 + 1;
+			memset(fs->pend_bits[img], 0, words * sizeof(uint64_t));
+			memset(fs->pend_asked[img], 0, words * sizeof(uint64_t));
+		}
+	atomic_store_explicit(&fs->npending, 0, memory_order_release);
+	fs->pend_failed = false;
+	pthread_cond_broadcast(&fs->pend_cond);
+	if (fs->ra_off) {
+		fs->ra_off = false;
+		set_readahead(fs, false);
+	}
+	pthread_mutex_unlock(&fs->pend_lock);
+}
+
 /* ---- attributes ---------------------------------------------------------------------------- */
 
 static int ino_image(fuse_ino_t ino)
@@ -1105,6 +1124,7 @@ int fs_mount(struct overlay *ov, struct tracker *tr, const struct fs_options *op
 	char *argv[] = { "handoff-mount", optbuf, opt->debug ? "-d" : NULL, NULL };
 	struct fuse_args args = FUSE_ARGS_INIT(opt->debug ? 3 : 2, argv);
 	fs->se = fuse_session_new(&args, &fs_ops, sizeof(fs_ops), fs);
+	fuse_opt_free_args(&args);     /* libfuse may have added to them; it keeps no pointer */
 	if (!fs->se) {
 		ho_err("cannot create the FUSE session");
 		rc = HO_EIO;

@@ -90,25 +90,31 @@ void fs_set_fetch(struct fs *fs, fs_fetch_fn fn, void *arg);
  * fs_pending_fail()) or HO_ENOMEM. */
 int fs_pending_add(struct fs *fs, int img, uint64_t idx, uint64_t count);
 /* Once the pending set is complete (before anyone uses the files): drop the kernel page cache of
- * both images (whole files; dirty pages are written back first, so nothing may write through
- * the mount between fs_pending_add() and here) so no stale page survives, and turn the mount's
- * readahead off while anything is pending (bdi read_ahead_kb 0, so a fault on guest RAM waits
- * for its own chunk, not for a 1 MiB window). Files opened before this call keep the readahead
+ * both images (whole files) so no stale page survives, and turn the mount's readahead off while
+ * anything is pending (bdi read_ahead_kb 0, so a fault on guest RAM waits for its own chunk, not
+ * for a 1 MiB window). Files opened before this call keep the readahead
  * window they were opened with. The readahead fs_run() set (1024 KiB) is restored when the last
  * chunk arrives and on fs_pending_fail(); readahead is not touched with no_bdi_tuning or when
  * fs_run() could not tune it (not root). May be called again after more fs_pending_add() calls.
- * Returns 0 or the error of dropping the page cache. */
+ * Returns 0 or the error of dropping the page cache. Dropping writes dirty pages back first, and
+ * writing back a page of a pending chunk waits for that chunk: if anything may have written
+ * through the mount, flush it (fs_invalidate() of each whole image) before fs_pending_add(). */
 int fs_pending_begin(struct fs *fs);
 /* The data of [idx, idx+count) of img is now in the overlay and marked in the tracker (the
  * caller did that first): clear them and wake whoever waits. Chunks not pending are ignored, and
  * so is everything after fs_pending_fail(). */
 void fs_chunk_arrived(struct fs *fs, int img, uint64_t idx, uint64_t count);
 /* The transfer failed: every waiter, and every later request touching a still-pending chunk,
- * fails with EIO; fs_pending_count() then stays what it was. Final. A SIGTERM/SIGINT stop of a
- * mount with chunks pending calls it too, so the unmount never hangs on a waiter. */
+ * fails with EIO; fs_pending_count() then stays what it was (until fs_pending_reset()). A
+ * SIGTERM/SIGINT stop of a mount with chunks pending calls it too, so the unmount never hangs
+ * on a waiter. */
 void fs_pending_fail(struct fs *fs);
 /* Chunks still pending (all images). Also the last field ("pending=N") of the "status" reply. */
 uint64_t fs_pending_count(struct fs *fs);
+/* Forget every pending chunk and a failure, for a new post-copy on the same mount (after
+ * fs_pending_fail(), fs_pending_add() refuses with HO_ESTATE until this is called). Waiters wake
+ * and proceed with what the overlay holds; the count is 0; readahead is restored. */
+void fs_pending_reset(struct fs *fs);
 
 /* ---- what handoff-mount and handoff-mirror share at the command line (fs/cli.c) ------------ */
 

@@ -30,8 +30,9 @@
 /* Probe tokens (CPU ns) saved up for at most this much wall time, so a long quiet spell does not
  * buy a burst of probes. */
 #define PROBE_BANK_NS     10000000000ull
-/* Network samples shorter than this are pooled first: single acks come in bursts. */
-#define NET_MIN_WINDOW_NS 50000000ull
+/* Network samples shorter than this are pooled first: single acks come in bursts, and a sender
+ * starved of CPU reads them in bunches, after gaps of a scheduler period or more. */
+#define NET_MIN_WINDOW_NS 150000000ull
 #define MIN_RATIO         1e-6
 #define MIN_RATE          1.0
 #define ADAPT_RING        4096
@@ -44,11 +45,17 @@ struct ema {
 };
 
 /* A slow average for the estimate and a fast one (tau / FAST_DIV) to notice a step change: when
- * they disagree by more than the big-change factor, the slow one jumps to the fast one. */
+ * they disagree by more than the big-change factor in the same direction over two samples at
+ * least CONFIRM_DIV fast time constants apart, the slow one jumps to the fast one. One sample is
+ * not enough: under CPU contention acks are read in bunches and worker windows stall, and single
+ * samples are off by 10x either way. */
 struct est {
 	struct ema slow, fast;
+	int out_dir;          /* the fast average is above (1) or below (-1) the band, or in it (0) */
+	uint64_t out_t;       /* ...since this time */
 };
 #define FAST_DIV 5
+#define CONFIRM_DIV 2
 
 struct amode {
 	char name[ADAPT_NAME_MAX];
@@ -99,6 +106,8 @@ struct adapt {
 	bool any_sent;
 	bool ack_seen;
 	uint64_t ack_seq, ack_cum, ack_t;   /* the previous ack */
+	uint64_t q_idle_t;           /* last time the socket was seen empty (adapt_observe_queue) */
+	bool q_idle_seen;
 
 	uint64_t input_remaining, bytes_sent;
 	unsigned decisions, switches, probes;
@@ -187,10 +196,20 @@ static void est_add(struct adapt *a, struct est *e, double x, uint64_t now, uint
 {
 	double f = 1 + a->p.big_change;
 
+	bool first = !e->slow.seen;
+	int dir;
+
 	ema_add(&e->slow, x, now, dur, tau, 1.0);
 	ema_add(&e->fast, x, now, dur, HO_MAX(tau / FAST_DIV, 1), 1.0);
-	if (e->fast.v > e->slow.v * f || e->fast.v < e->slow.v / f) {
+	dir = e->fast.v > e->slow.v * f ? 1 : e->fast.v < e->slow.v / f ? -1 : 0;
+	if (first || dir == 0) {
+		e->out_dir = 0;
+	} else if (dir != e->out_dir) {
+		e->out_dir = dir;
+		e->out_t = now;
+	} else if (now - e->out_t >= HO_MAX(tau / FAST_DIV, 1) * CONFIRM_DIV) {
 		e->slow.v = e->fast.v;
+		e->out_dir = 0;
 		a->big_pending = true;
 	}
 }
@@ -444,6 +463,8 @@ static bool acked_saturated(const struct adapt *a, uint64_t seq)
 
 	if (a->ack_seq == UINT64_MAX)
 		return false;                           /* the first sample: the pipe was empty */
+	if (a->q_idle_seen && a->q_idle_t > a->ack_t)
+		return false;                           /* the link ran dry since the previous ack */
 	if (r->backlog < 0)
 		return r->t <= a->ack_t;
 	first = seq - a->ack_seq > ADAPT_RING ? seq - ADAPT_RING + 1 : a->ack_seq + 1;
@@ -476,6 +497,14 @@ int adapt_frame_acked(struct adapt *a, uint64_t seq, uint64_t now_ns)
 	a->ack_seq = seq;
 	a->ack_t = now_ns;
 	return 0;
+}
+
+void adapt_observe_queue(struct adapt *a, uint64_t queued_bytes, uint64_t now_ns)
+{
+	if (queued_bytes == 0) {
+		a->q_idle_t = now_ns;
+		a->q_idle_seen = true;
+	}
 }
 
 void adapt_observe_cpu(struct adapt *a, double available_fraction, uint64_t now_ns)
@@ -549,6 +578,10 @@ size_t adapt_decide(struct adapt *a, uint64_t now_ns)
 		return a->cur;
 	a->decisions++;
 	best = best_mode(a);
+	/* an inflated bandwidth estimate is a guess that grows until something lighter wins: try the
+	 * next lighter mode, not the lightest (whose win would only be as big as the guess) */
+	if (a->grown && best + 1 < a->cur)
+		best = a->cur - 1;
 	if (best != a->cur) {
 		cb = predict(a, best, NULL, NULL);
 		cc = predict(a, a->cur, NULL, NULL);

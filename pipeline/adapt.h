@@ -155,6 +155,13 @@ void adapt_observe_net(struct adapt *a, uint64_t acked_bytes, uint64_t wall_ns, 
 int adapt_frame_sent(struct adapt *a, uint64_t seq, uint64_t wire_bytes, uint64_t queued_bytes, uint64_t now_ns);
 int adapt_frame_acked(struct adapt *a, uint64_t seq, uint64_t now_ns);
 
+/* What the socket held (SIOCOUTQ) when the sender looked, e.g. just before handling a batch of
+ * acks. Optional, but it makes the saturation test sharp: a sender starved of CPU writes its
+ * frames in bursts, each into the backlog of the one before, then sleeps while the link drains
+ * them and idles; only an empty socket seen between two acks tells that the link ran dry, and such
+ * a sample then only raises the estimate. */
+void adapt_observe_queue(struct adapt *a, uint64_t queued_bytes, uint64_t now_ns);
+
 /* Fraction (0..1) of the machine's cores not used by other processes, e.g. from adapt_cpu_meter. */
 void adapt_observe_cpu(struct adapt *a, double available_fraction, uint64_t now_ns);
 

@@ -883,6 +883,16 @@ int import_feed(struct importer *im, const void *buf, size_t *len)
 	return 0;
 }
 
+int import_drain(struct importer *im)
+{
+	if (im->err || im->noop || !im->dec)
+		return im->err;
+	int rc = stream_dec_drain(im->dec);
+	if (rc && !im->err)
+		im->err = rc;
+	return rc;
+}
+
 bool import_done(const struct importer *im) { return im->noop || stream_dec_done(im->dec); }
 
 int import_resume(struct importer *im, bool fresh, uint64_t *frames, uint64_t *check)

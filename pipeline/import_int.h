@@ -19,6 +19,9 @@ int import_resume(struct importer *im, bool fresh, uint64_t *frames, uint64_t *c
 void import_on_frame(struct importer *im, int (*cb)(void *arg, uint64_t seq), void *arg);
 /* True once a header was accepted whose basis is set (see struct import_result). */
 bool import_has_basis(const struct importer *im);
+/* Hand out (stage, acknowledge) every frame fed so far that decoding threads still hold; call
+ * before waiting for more input. 0 or the (sticky) error. */
+int import_drain(struct importer *im);
 /* The last error's message ("" if none). */
 const char *import_errmsg(const struct importer *im);
 

@@ -453,25 +453,29 @@ static void *enc_worker(void *arg)
 }
 
 /* Finalise the oldest submitted job (waiting for it if wait), in stream order. 1 if none was ready. */
-static int enc_retire(struct stream_enc *e, bool wait)
+/* Emit the oldest compressed frame if it is done (wait: wait for it). *none is set when there was
+ * nothing to emit; otherwise the emit callback's return (which may be positive) is returned. */
+static int enc_retire(struct stream_enc *e, bool wait, bool *none)
 {
 	struct enc_job *j;
 	int rc;
 
+	*none = true;
 	if (!e->nthreads)
-		return 1;
+		return 0;
 	pthread_mutex_lock(&e->mu);
 	if (!e->count) {
 		pthread_mutex_unlock(&e->mu);
-		return 1;
+		return 0;
 	}
 	j = &e->jobs[e->head];
 	while (wait && j->state != JOB_DONE)
 		pthread_cond_wait(&e->cv, &e->mu);
 	if (j->state != JOB_DONE) {
 		pthread_mutex_unlock(&e->mu);
-		return 1;
+		return 0;
 	}
+	*none = false;
 	pthread_mutex_unlock(&e->mu);
 	rc = job_finalize(e, j);
 	pthread_mutex_lock(&e->mu);
@@ -494,9 +498,10 @@ static int enc_flush(struct stream_enc *e)
 	e->end.bytes += e->plen;
 	if (e->nthreads > 1 && e->codec != STREAM_CODEC_NONE) {
 		/* retire what is done; wait for the oldest if the ring is full */
-		while ((rc = enc_retire(e, e->count == e->njobs)) == 0)
+		bool none;
+		while ((rc = enc_retire(e, e->count == e->njobs, &none)) == 0 && !none)
 			;
-		if (rc < 0)
+		if (rc)
 			return rc;
 		pthread_mutex_lock(&e->mu);
 		struct enc_job *j = &e->jobs[(e->head + e->count) % e->njobs];
@@ -513,9 +518,10 @@ static int enc_flush(struct stream_enc *e)
 		pthread_mutex_unlock(&e->mu);
 	} else {
 		/* drain parallel jobs first (the codec may have changed to none) */
-		while ((rc = enc_retire(e, true)) == 0)
+		bool none;
+		while ((rc = enc_retire(e, true, &none)) == 0 && !none)
 			;
-		if (rc < 0)
+		if (rc)
 			return rc;
 		struct enc_job j = { .payload = e->payload, .out = e->out, .plen = e->plen, .nrec = e->nrec,
 				     .codec = e->codec, .level = e->level };
@@ -663,9 +669,10 @@ int stream_enc_finish(struct stream_enc *e, struct stream_end *end)
 		return e->err;
 	if ((rc = enc_flush(e)))
 		return e->err = rc;
-	while ((rc = enc_retire(e, true)) == 0)
+	bool none;
+	while ((rc = enc_retire(e, true, &none)) == 0 && !none)
 		;
-	if (rc < 0)
+	if (rc)
 		return e->err = rc;
 	ho_sha256_final(e->digest, e->end.digest);
 	ho_put_le64(p, e->end.frames);
@@ -1521,6 +1528,14 @@ int stream_dec_feed(struct stream_dec *d, const void *src, size_t *len)
 	while (!rc && !d->err && dec_retire(d, false) == 0)
 		;
 	*len -= left;
+	return d->err ? d->err : rc;
+}
+
+int stream_dec_drain(struct stream_dec *d)
+{
+	if (d->err)
+		return d->err;
+	int rc = dec_drain(d);
 	return d->err ? d->err : rc;
 }
 

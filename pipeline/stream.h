@@ -223,6 +223,10 @@ int stream_dec_set_threads(struct stream_dec *d, unsigned n);
  * end of the stream came first). Returns 0 or the (sticky) error; every rejection is logged once
  * with the reason (ho_err) unless quiet was set. Bytes after END give HO_ETRAILING. */
 int stream_dec_feed(struct stream_dec *d, const void *src, size_t *len);
+/* Wait for the frames the workers hold (all input fed so far) and hand them out: a receiver
+ * calls it before it waits for more input, so what it has is acknowledged (a sender may wait for
+ * that before it sends more). 0 or the (sticky) error. */
+int stream_dec_drain(struct stream_dec *d);
 /* The input ended: 0 if END was verified, HO_ETRUNC (logged) otherwise. */
 int stream_dec_finish(struct stream_dec *d);
 bool stream_dec_done(const struct stream_dec *d);

@@ -275,8 +275,13 @@ static int tx_window(struct tx *t)
 	uint64_t window = t->nacks < 2 ? TX_WINDOW_MIN : HO_MAX((uint64_t)TX_WINDOW_MIN, (uint64_t)(st.bandwidth_Bps / 4));
 	while (t->sent_seq > t->acked && t->sent_seq - t->acked < TX_RING &&
 	       t->res->wire_bytes - (t->acked ? t->cum[(t->acked - 1) % TX_RING] : 0) > window) {
-		if ((rc = line_read(&t->in, line, sizeof(line), true)))
+		if ((rc = line_read(&t->in, line, sizeof(line), true))) {
+			if (rc == HO_ETIMEDOUT)
+				ho_err("the receiver acknowledged nothing in time (%" PRIu64 " frames acknowledged)", t->acked);
+			else
+				ho_err("connection to the receiver lost after %" PRIu64 " acknowledged frames", t->acked);
 			return rc == HO_ETIMEDOUT ? rc : HO_ECONN;
+		}
 		if ((rc = tx_handle_line(t, line)))
 			return rc;
 	}
@@ -557,6 +562,11 @@ int transport_serve(struct overlay *ov, struct tracker *t, int conn_fd, const st
 		}
 	}
 	while (!import_done(im)) {
+		/* nothing more to read right now: hand out (and acknowledge) the frames the decoding
+		 * threads hold, since the sender may be waiting for those acknowledgements */
+		struct pollfd pf = { .fd = conn_fd, .events = POLLIN };
+		if (poll(&pf, 1, 0) == 0 && (rc = import_drain(im)))
+			goto reply;
 		ssize_t n = read(conn_fd, buf, BUF);
 		if (n < 0 && errno == EINTR)
 			continue;

@@ -76,7 +76,7 @@ same_images src dst "empty round: receiver equals sender"
 
 # the same changes cost fewer bytes with a codec mode (base references, compressed frames)
 "$mk" write src 123 60
-handoff-export -q --since "$(cat gen)" src -o raw.hs 2>/dev/null
+handoff-export -q --mode raw --since "$(cat gen)" src -o raw.hs 2>/dev/null
 handoff-export -q --since "$(cat gen)" --mode zstd src -o zstd.hs 2>/dev/null
 rawsz=$(stat -c %s raw.hs) zsz=$(stat -c %s zstd.hs)
 check "zstd mode stream ($zsz bytes) is smaller than raw ($rawsz bytes)" test "$zsz" -lt "$rawsz"

@@ -38,7 +38,7 @@ for m in sys.argv[1:]:
 PY
 head -c 32 /dev/urandom >key
 head -c 32 /dev/urandom >otherkey
-handoff-export -q --key key -o auth.hs ovl 2>/dev/null || bail "handoff-export --key failed"
+handoff-export -q --mode raw --key key -o auth.hs ovl 2>/dev/null || bail "handoff-export --key failed"
 
 handoff-inspect stream raw.hs >raw.txt 2>raw.err
 is "$?" 0 "a raw stream verifies"

@@ -26,12 +26,13 @@ static void usage(FILE *f)
 "  -o, --output FILE      write the stream to FILE ('-' = stdout, the default)\n"
 "  --to HOST:PORT         send it to handoff-import --listen; resumes an interrupted transfer\n"
 "  --key FILE             authenticate the stream with this pre-shared key\n"
-"  --mode NAME            raw (default), a mode of --list-modes, or a frame codec:\n"
-"                         lz4hc, zstd, lzma, optionally CODEC-LEVEL\n"
+"  --mode NAME            a fixed mode: one of --list-modes (raw: the bytes as they are),\n"
+"                         or a frame codec: lz4hc, zstd, lzma, optionally CODEC-LEVEL\n"
 "  --list-modes           print the named modes (cheapest first) and exit\n"
 "  -T, --threads N        worker threads (default 1)\n"
 "  --no-history           do not reference chunks sent by earlier exports\n"
 "  --adaptive             switch between the named modes as CPU and network allow\n"
+"                         (the default without --mode)\n"
 "  --progress[=json]      a progress line (JSON lines with =json) every half second\n"
 "  --gen-file FILE        write the closed generation number to FILE (atomically)\n"
 "  --frame-size SIZE      frame payload limit (default 1M; testing)\n"
@@ -159,6 +160,8 @@ int main(int argc, char **argv)
 		rc = HO_EINVAL;
 		goto out;
 	}
+	if (!o.mode)
+		o.adaptive = true;          /* the default: adapt to the CPU and the link */
 
 	/* an interrupted transfer to the same receiver is continued, not checkpointed again */
 	if (!to || export_pending(dir, o.since, to, &until) != 0) {

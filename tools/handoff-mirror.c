@@ -287,6 +287,10 @@ static int pc_begin(struct mirror *m, int fd, uint64_t *total)
 			goto out;
 		}
 	}
+	/* dirty pages written back now, not while chunks are pending (their writeback would wait) */
+	for (int i = 0; i < OVERLAY_NIMAGES; i++)
+		fs_invalidate(m->fs, i, 0, 0);
+	fs_pending_reset(m->fs);            /* after an earlier failed post-copy */
 	fs_set_fetch(m->fs, pc_fetch, m);
 	if ((rc = postcopy_manifest_foreach((const uint8_t *)buf, len, m->pc.nchunks, pc_manifest_cb, m))) {
 		ho_err("post-copy: the manifest is not valid: %s", ho_strerror(rc));

@@ -15,6 +15,8 @@
 #include <inttypes.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -159,15 +161,21 @@ static void *job_main(void *arg)
 	return NULL;
 }
 
-static struct job *job_start(enum job_kind kind, int fd, uint64_t off, size_t len)
+/* Start a request; data (len bytes) is what a write writes. Everything is set before the thread
+ * starts. */
+static struct job *job_start(enum job_kind kind, int fd, const uint8_t *map, uint64_t off, size_t len,
+			     const void *data)
 {
 	struct job *j = calloc(1, sizeof(*j));
 	if (!j)
 		abort();
 	j->kind = kind;
 	j->fd = fd;
+	j->map = map;
 	j->off = off;
 	j->len = len;
+	if (data)
+		memcpy(j->buf, data, len);
 	if (pthread_create(&j->th, NULL, job_main, j))
 		abort();
 	return j;
@@ -219,6 +227,22 @@ static int write_base(const char *path, uint8_t *img)
 	if (fd >= 0)
 		close(fd);
 	return rc;
+}
+
+/* A process that serves a FUSE mount and uses it must not die with the mount alive: its exit
+ * closes files on the mount and waits for a daemon that is gone. On a fatal signal (alarm()
+ * included), abort the connection first (a forced unmount does, as root), then die. */
+static char mnt_path[4096];
+static void on_fatal(int sig)
+{
+	static const char msg[] = "Bail out! fatal signal: aborting the mount\n";
+	if (write(STDOUT_FILENO, msg, sizeof(msg) - 1) < 0) {
+		/* dying anyway */
+	}
+	if (mnt_path[0])
+		umount2(mnt_path, MNT_FORCE | MNT_DETACH);
+	signal(sig, SIG_DFL);
+	raise(sig);
 }
 
 static void unmount(const char *mnt)
@@ -275,7 +299,6 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: pendfs WORKDIR\n");
 		return 2;
 	}
-	alarm(120);
 	ho_log_init("pendfs");
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	if ((fd = open("/dev/fuse", O_RDWR | O_CLOEXEC)) < 0) {
@@ -283,10 +306,20 @@ int main(int argc, char **argv)
 		return 77;
 	}
 	close(fd);
+	/* As root, mount in a private mount namespace: a namespace another process creates meanwhile
+	 * (ip netns exec, a VM test's sandbox) would otherwise copy the mount and keep it alive after
+	 * we unmount ours, and fs_run would never end. It also dies with us. */
+	if (geteuid() == 0 && (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0))
+		printf("# cannot use a private mount namespace: %s\n", strerror(errno));
 	snprintf(base_d, sizeof(base_d), "%s/base.disk", argv[1]);
 	snprintf(base_m, sizeof(base_m), "%s/base.memory", argv[1]);
 	snprintf(dir, sizeof(dir), "%s/ovl", argv[1]);
 	snprintf(mnt, sizeof(mnt), "%s/mnt", argv[1]);
+	snprintf(mnt_path, sizeof(mnt_path), "%s", mnt);
+	static const int fatal[] = { SIGALRM, SIGSEGV, SIGBUS, SIGABRT, SIGFPE, SIGILL };
+	for (size_t i = 0; i < HO_ARRAY_SIZE(fatal); i++)
+		signal(fatal[i], on_fatal);
+	alarm(120);
 	rng = 42;
 	if (write_base(base_d, expect[0]) || write_base(base_m, expect[1]) || mkdir(mnt, 0700) < 0) {
 		printf("Bail out! cannot create the base images in '%s'\n", argv[1]);
@@ -358,8 +391,9 @@ int main(int argc, char **argv)
 	is_int(hooks(-1, 0), 0, "  ... and asks for nothing");
 
 	/* 2. three readers of pending disk chunk 8: two on its first page, one on its second */
-	struct job *rd[3] = { job_start(J_PREAD, dfd, 8 * CS, PG), job_start(J_PREAD, dfd, 8 * CS, PG),
-			      job_start(J_PREAD, dfd, 8 * CS + PG, PG) };
+	struct job *rd[3] = { job_start(J_PREAD, dfd, NULL, 8 * CS, PG, NULL),
+			      job_start(J_PREAD, dfd, NULL, 8 * CS, PG, NULL),
+			      job_start(J_PREAD, dfd, NULL, 8 * CS + PG, PG, NULL) };
 	check_blocked(rd, 3, OVERLAY_DISK, 8, "2. concurrent preads of a pending chunk");
 	is_int(hooks(-1, 0), 1, "  ... and for no other chunk");
 	arrive(OVERLAY_DISK, 8, 1);
@@ -373,8 +407,7 @@ int main(int argc, char **argv)
 	is_int(fs_pending_count(fs), 15, "the count goes down as chunks arrive");
 
 	/* 3a. a small pwrite into a pending chunk waits, then lands on top of the arrived data */
-	struct job *w = job_start(J_PWRITE, dfd, 9 * CS + 100, 5);
-	memcpy(w->buf, "HELLO", 5);
+	struct job *w = job_start(J_PWRITE, dfd, NULL, 9 * CS + 100, 5, "HELLO");
 	check_blocked(&w, 1, OVERLAY_DISK, 9, "3. a 5-byte pwrite into a pending chunk");
 	arrive(OVERLAY_DISK, 9, 1);
 	check_waited(w, 5, "  the pwrite");
@@ -386,8 +419,8 @@ int main(int argc, char **argv)
 	   memcmp(buf, expect[0] + 9 * CS, CS) == 0, "  ... and so does the overlay after fsync");
 
 	/* 3b. a whole-page write (no read first) is held in the daemon until its chunk arrived */
-	w = job_start(J_WRITE_FSYNC, dfd, 10 * CS, PG);
-	memset(w->buf, 'W', PG);
+	memset(chunk, 'W', PG);
+	w = job_start(J_WRITE_FSYNC, dfd, NULL, 10 * CS, PG, chunk);
 	check_blocked(&w, 1, OVERLAY_DISK, 10, "3b. a whole-page write+fsync into a pending chunk");
 	arrive(OVERLAY_DISK, 10, 1);
 	check_waited(w, PG, "  the write+fsync");
@@ -397,7 +430,7 @@ int main(int argc, char **argv)
 	   "  ... the overlay holds the written page over the arrived chunk (arrival did not overwrite it)");
 
 	/* 3c. a discard of a pending chunk waits too: the arrival must not resurrect the data */
-	w = job_start(J_PUNCH, dfd, 11 * CS, CS);
+	w = job_start(J_PUNCH, dfd, NULL, 11 * CS, CS, NULL);
 	check_blocked(&w, 1, OVERLAY_DISK, 11, "3c. a hole punched into a pending chunk");
 	arrive(OVERLAY_DISK, 11, 1);
 	check_waited(w, 0, "  the fallocate");
@@ -414,8 +447,7 @@ int main(int argc, char **argv)
 		t0 = ho_mono_ns();
 		ok(memcmp(map + 2 * CS, expect[1] + 2 * CS, CS) == 0 && ms_since(t0) < SHORT_MS,
 		   "  a fault on a page that is not pending sees the base at once");
-		w = job_start(J_MMAP, -1, 8 * CS + 64, 16);
-		w->map = map;
+		w = job_start(J_MMAP, -1, map, 8 * CS + 64, 16, NULL);
 		check_blocked(&w, 1, OVERLAY_MEMORY, 8, "  a fault on a pending page");
 		arrive(OVERLAY_MEMORY, 8, 1);
 		check_waited(w, 16, "  the fault");
@@ -466,7 +498,7 @@ int main(int argc, char **argv)
 	ok(crc == 0 && tail && strcmp(tail, " pending=3") == 0, "  the control status ends in 'pending=3'");
 	if (crc || !tail || strcmp(tail, " pending=3"))
 		printf("#   status: %d '%s'\n", crc, reply);
-	w = job_start(J_PREAD, dfd, 40 * CS, PG);
+	w = job_start(J_PREAD, dfd, NULL, 40 * CS, PG, NULL);
 	ok(wait_hook(OVERLAY_DISK, 40, LONG_MS), "  a reader of chunk 40 waits and asks for it");
 	msleep(100);
 	ok(!atomic_load(&w->done), "  ... and is still blocked");
@@ -495,17 +527,41 @@ int main(int argc, char **argv)
 		is_int(readahead_kb(), 1024, "  readahead is back to 1024 KiB");
 	else
 		ok(1, "# SKIP readahead is only tuned as root");
+
+	/* a new round on the same mount after the failure */
+	fs_pending_reset(fs);
+	is_int(fs_pending_count(fs), 0, "fs_pending_reset: nothing pending");
+	ok(pread(dfd, buf, CS, 41 * CS) == CS && memcmp(buf, expect[0] + 41 * CS, CS) == 0,
+	   "  a chunk that was pending reads what the overlay holds (here: the base)");
+	is_int(fs_pending_add(fs, OVERLAY_DISK, 42, 1), 0, "  adding works again");
+	is_int(fs_pending_begin(fs), 0, "  and beginning");
+	w = job_start(J_PREAD, dfd, NULL, 42 * CS, PG, NULL);
+	check_blocked(&w, 1, OVERLAY_DISK, 42, "  a read of the new pending chunk");
+	arrive(OVERLAY_DISK, 42, 1);
+	check_waited(w, PG, "  the read");
+	ok(memcmp(w->buf, expect[0] + 42 * CS, PG) == 0, "  ... and sees the arrived bytes");
+	free(w);
+	is_int(fs_pending_count(fs), 0, "  none left");
 	is_int(hook_bad, 0, "the hook always got its argument, a valid image and chunk");
 
-	/* unmount; fs_run returns cleanly */
+	/* stopping with a request waiting: SIGTERM fails the pending chunks, so nothing hangs, and the
+	 * daemon unmounts (lazily: files are open) and fs_run returns once they are closed */
+	is_int(fs_pending_add(fs, OVERLAY_DISK, 43, 1), 0, "a chunk pending again");
+	w = job_start(J_PREAD, dfd, NULL, 43 * CS, PG, NULL);
+	ok(wait_hook(OVERLAY_DISK, 43, LONG_MS), "  a reader waits for it");
+	kill(getpid(), SIGTERM);
+	done = job_wait(w, LONG_MS);
+	ok(done && w->res < 0 && w->err == EIO, "  SIGTERM: the waiting reader fails with EIO instead of hanging");
+	free(w);
 	if (map != MAP_FAILED)
 		munmap(map, ISZ);
 	close(dfd);
 	close(mfd);
-	unmount(mnt);
 	for (int t = 0; t < LONG_MS && !atomic_load(&run_done); t += 10)
 		msleep(10);
-	ok(atomic_load(&run_done), "unmounting ends fs_run");
+	if (!atomic_load(&run_done))
+		unmount(mnt);
+	ok(atomic_load(&run_done), "  and fs_run ends");
 	if (atomic_load(&run_done)) {
 		pthread_join(run_th, NULL);
 		is_int(run_rc, 0, "  without errors");

@@ -323,6 +323,33 @@ static void test_grow_backoff(void)
 }
 
 /* A big drop right after a switch re-decides at once, dwell or not. */
+/* A CPU-bound strong mode on a fat link never sees the link's capacity; the estimate grows until
+ * something lighter wins. That guess moves one mode lighter at a time (to the lightest in one go,
+ * a fat guess would put a heavy mode's thin link on raw). */
+static void test_grow_steps(void)
+{
+	struct adapt_params p = params();
+	struct sim s;
+	struct adapt_status st;
+	size_t first = SIZE_MAX;
+
+	sim_init(&s, adapt_new(modes, NMODES, &p), 1000);
+	s.probes = false;
+	adapt_force(s.a, ZSTD19);
+	sim_run(&s, 2);
+	adapt_force(s.a, -1);
+	for (int i = 0; i < 200 && first == SIZE_MAX; i++) {
+		sim_run(&s, 0.05);
+		if (sim_mode(&s) != ZSTD19)
+			first = sim_mode(&s);
+	}
+	is_int(first, ZSTD9, "grown estimate: the first step from zstd-19 goes to zstd-9, not further");
+	sim_run(&s, 10);
+	adapt_status(s.a, &st);
+	is_str(st.mode_name, "lz4", "...and steps on to lz4 on a 1 Gbit/s link");
+	adapt_free(s.a);
+}
+
 static void test_big_change(void)
 {
 	struct adapt_params p = params();
@@ -471,6 +498,34 @@ static void test_acks(void)
 	ok(st.bandwidth_Bps >= 45e6 && st.bandwidth_Bps < 60e6,
 	   "acks: ...but raises it to what it saw go through (%.0f Mbit/s)", st.bandwidth_Bps * 8 / 1e6);
 	is_int(adapt_frame_sent(a, 0, 100, 0, S(8)), HO_ESEQ, "acks: a seq going backwards is refused");
+	adapt_free(a);
+
+	/* a sender starved of CPU: every 100 ms it gets a slice, reads the acks that came in, and
+	 * writes 2 frames back to back (the second into the backlog of the first); the 10 Mbit/s link
+	 * drains them in 52 ms and idles. Its acks, read late and in bunches, say 5.2 Mbit/s */
+	for (int q = 1; q >= 0; q--) {
+		uint64_t seq = 0;
+		a = adapt_new(modes, NMODES, &p);
+		set_env(a, MBIT(10), 1, S(1));
+		for (double t = 2; t < 6; t += 0.1) {
+			if (seq) {
+				if (q)
+					adapt_observe_queue(a, 0, S(t));
+				adapt_frame_acked(a, seq - 1, S(t));
+			}
+			for (int k = 0; k < 2; k++, seq++)
+				adapt_frame_sent(a, seq, 32768, k ? 32768 * (uint64_t)k : 1000, S(t) + (uint64_t)k * 1000);
+		}
+		adapt_status(a, &st);
+		if (q)
+			ok(st.bandwidth_Bps >= MBIT(9.9), "acks: a starved sender's bunched acks do not drag the link "
+			   "estimate down when the socket was seen empty (%.1f Mbit/s)", st.bandwidth_Bps * 8 / 1e6);
+		else
+			ok(st.bandwidth_Bps < MBIT(6), "acks: ...which without the queue they would (%.1f Mbit/s)",
+			   st.bandwidth_Bps * 8 / 1e6);
+		adapt_free(a);
+	}
+	a = adapt_new(modes, NMODES, &p);
 	is_int(adapt_frame_acked(a, 1u << 30, S(8)), HO_ESEQ, "acks: an ack for a frame never sent is refused");
 	adapt_free(a);
 }
@@ -763,6 +818,7 @@ int main(void)
 	test_cpu_contention();
 	test_hysteresis();
 	test_grow_backoff();
+	test_grow_steps();
 	test_big_change();
 	test_ema();
 	test_acks();

@@ -25,8 +25,9 @@
  * 1 - exp(-dt / tau), dt being the time since that estimate was last updated, so a mode probed
  * once every few seconds follows its samples while the active mode, observed every frame, is
  * smoothed over ~tau. B and A also keep a fast average (tau / 5); when the two part by more than
- * the big-change factor, the estimate jumps to the fast one (a step in the link's rate shows within
- * a few hundred ms, not after several tau). Every function takes the time (now_ns, any monotonic
+ * the big-change factor, in the same direction, on two samples at least 2 x tau / 5 apart, the
+ * estimate jumps to the fast one (a step in the link's rate shows within a few hundred ms, not
+ * after several tau; one wild sample, common when the exporter itself is starved of CPU, does not). Every function takes the time (now_ns, any monotonic
  * clock) from the caller, so the engine has no clock of its own and unit tests are exact.
  *
  * What the link can carry is only seen while it is the bottleneck: a network sample taken while
@@ -257,8 +258,12 @@ int adapt_cpu_meter_sample(struct adapt_cpu_meter *m, double *available_fraction
  *    that has no sent set, compress with j's frame codec, time on CLOCK_THREAD_CPUTIME_ID,
  *    adapt_observe_probe.
  * 5. transport.c tx_emit: ioctl(fd, SIOCOUTQ, &q) before writing a frame, adapt_frame_sent(a,
- *    seq, len, q, ho_mono_ns()) after; on "ack N" adapt_frame_acked(a, N, ho_mono_ns()). Read
- *    acks promptly (a thread, or drain on every run), or a slow mode timestamps them late.
+ *    seq, len, q, ho_mono_ns()) after; on "ack N" SIOCOUTQ again -> adapt_observe_queue(), then
+ *    adapt_frame_acked(a, N, ho_mono_ns()). Read acks promptly (a thread, or drain on every
+ *    run), or a slow mode timestamps them late.
+ * 6. Threads: adapt_params_init() counts the CPUs of the affinity mask; the exporter's default
+ *    thread count should be the same number (so `taskset -c 0 handoff-export --adaptive` runs one
+ *    worker, not two sharing a core).
  *    export_to_tcp creates the engine and passes it to export_run.
  */
 

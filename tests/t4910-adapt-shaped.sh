@@ -79,10 +79,11 @@ transfer "1 Gbit/s"; fat=${RANK:-0}
 if [ "$thin" -gt "$fat" ]; then ok "stronger mode at 5 Mbit/s (rank $thin) than at 1 Gbit/s (rank $fat)"
 else not_ok "stronger mode at 5 Mbit/s (rank $thin) than at 1 Gbit/s (rank $fat)"; fi
 
-# CPU contention at a rate where the idle machine compresses hard. On two shared cores the busy
-# loops also slow the emulated link and the sender's acks, which can make stronger compression
-# look right; so this part runs in make test-long (an otherwise idle machine). The contention
-# decision itself is tested deterministically in test_adapt.
+# CPU contention at a rate where the idle machine compresses hard, with busy loops anywhere on the
+# machine. Unpinned, the loops also slow the receiver and its acks, which can make stronger
+# compression look right; so this part runs in make test-long (an otherwise idle machine).
+# t4920-adapt-contention.sh is the make check version: exporter and loops pinned to one CPU, the
+# receiver to the other. The contention decision itself is tested deterministically in test_adapt.
 if [ "${HANDOFF_LONG:-0}" = 1 ]; then
 	"$WAN" rate $NAME 25mbit
 	transfer "25 Mbit/s, idle"; idle=${RANK:-0}
@@ -96,6 +97,6 @@ if [ "${HANDOFF_LONG:-0}" = 1 ]; then
 		not_ok "busy CPU moves toward cheaper compression (rank $idle -> $loaded)"
 	fi
 else
-	echo "# the shaped-link CPU contention run is in make test-long (needs an idle machine)"
+	echo "# the unpinned CPU contention run is in make test-long (needs an idle machine); see t4920"
 fi
 done_testing

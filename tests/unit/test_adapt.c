@@ -350,6 +350,36 @@ static void test_grow_steps(void)
 	adapt_free(s.a);
 }
 
+/* One wild sample does not move the estimate by itself (a starved exporter reads acks late and
+ * sees 10x swings); a step that persists does, within a few hundred ms. */
+static void test_wild_sample(void)
+{
+	struct adapt_params p = params();
+	struct adapt *a = adapt_new(modes, NMODES, &p);
+	struct adapt_status st;
+	double t, t_jump = -1;
+
+	for (t = 1; t < 3; t += 0.15)
+		adapt_observe_net(a, (uint64_t)(MBIT(10) * 0.15), S(0.15), true, S(t));
+	adapt_observe_net(a, (uint64_t)(MBIT(1) * 0.15), S(0.15), true, S(t));
+	adapt_status(a, &st);
+	ok(st.bandwidth_Bps > MBIT(6), "one 1 Mbit/s sample among 10 Mbit/s ones: estimate %.1f Mbit/s",
+	   st.bandwidth_Bps * 8 / 1e6);
+	for (t += 0.15; t < 4; t += 0.15) {
+		adapt_observe_net(a, (uint64_t)(MBIT(10) * 0.15), S(0.15), true, S(t));
+	}
+	double t_step = t;
+	for (; t < 6; t += 0.15) {
+		adapt_observe_net(a, (uint64_t)(MBIT(1) * 0.15), S(0.15), true, S(t));
+		adapt_status(a, &st);
+		if (t_jump < 0 && st.bandwidth_Bps < MBIT(1.5))
+			t_jump = t;
+	}
+	ok(t_jump > 0 && t_jump - t_step < 0.5, "a step to 1 Mbit/s that persists: followed within %.2f s",
+	   t_jump - t_step);
+	adapt_free(a);
+}
+
 static void test_big_change(void)
 {
 	struct adapt_params p = params();
@@ -819,6 +849,7 @@ int main(void)
 	test_hysteresis();
 	test_grow_backoff();
 	test_grow_steps();
+	test_wild_sample();
 	test_big_change();
 	test_ema();
 	test_acks();

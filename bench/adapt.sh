@@ -251,7 +251,7 @@ transfer1() {
 	"$WAN" exec $NAME b handoff-import -q --listen "$B:0" --port-file "$work/port" \
 		--disk "$work/base/disk.img" "${MEMARG[@]}" "$recv" 2>"$log.import" &
 	local ipid=$!
-	for _ in $(seq 200); do [ -s "$work/port" ] && break; sleep 0.05; done
+	for _ in $(seq 1200); do [ -s "$work/port" ] && break; sleep 0.05; done
 	port=$(cat "$work/port" 2>/dev/null)
 	[ -n "$port" ] || { kill $ipid 2>/dev/null; echo FAIL; return; }
 	rm -f "$ovl/export-pending"

@@ -39,6 +39,8 @@
 #   VM_BENCH_MODE=delta-zstd3  VM_BENCH_VERIFY=memory  VM_BENCH_TRUE=1
 #   VM_BENCH_QEMU_DOWNTIME=MS (QEMU's downtime-limit; default QEMU's own, 300 ms)
 #   VM_BENCH_RESULTS=FILE (also append the cells as tab-separated lines to FILE)
+#   VM_BENCH_MIGRATE_ARGS="--max-rounds 2" (more handoff-vm migrate options for the handoff cells;
+#   on a workload whose rounds do not converge, fewer live rounds shorten the handoff)
 # The whole matrix takes hours under TCG (each QEMU cell that does not converge costs the full
 # limit); narrow it with the variables above. Bases are cached in
 # ${HANDOFF_CACHE:-~/.cache/handoff}/vm-bench/base-LOAD-RAM and rebuilt when the guest was rebuilt
@@ -61,6 +63,7 @@ HLIMIT=${VM_BENCH_HANDOFF_LIMIT:-1800}
 MODE=${VM_BENCH_MODE:-delta-zstd3}
 VERIFY=${VM_BENCH_VERIFY:-memory}
 TRUEB=${VM_BENCH_TRUE:-1}
+read -r -a MIGRATE_ARGS <<<"${VM_BENCH_MIGRATE_ARGS:-}"
 QDOWN=${VM_BENCH_QEMU_DOWNTIME:-}     # QEMU's downtime-limit in ms (empty: QEMU's default, 300)
 CACHE=${HANDOFF_CACHE:-$HOME/.cache/handoff}/vm-bench
 NAME=hv$$
@@ -117,7 +120,11 @@ tx_bytes() { ip netns exec "$NAME-a" tc -s qdisc show dev "$NAME-va" | awk '/Sen
 now() { date +%s.%N; }
 load1() { cut -d' ' -f1 /proc/loadavg; }
 qmp() { "$VMCTL" qmp "$@"; }
-jget() { python3 -c 'import json,sys; d=json.load(sys.stdin)
+jget() { python3 -c 'import json,sys
+try:
+    d = json.load(sys.stdin)
+except ValueError:   # no answer from QMP (e.g. the machine is overloaded): nothing
+    d = {}
 for k in sys.argv[1].split("."):
     d = d.get(k, {}) if isinstance(d, dict) else {}
 print(d if d != {} else "")' "$1"; }
@@ -141,7 +148,7 @@ run_handoff() {
 	for _ in $(seq 600); do [ -s "$d/port" ] && break; sleep 0.1; done
 	tx0=$(tx_bytes)
 	timeout "$HLIMIT" "$WAN" exec "$NAME" a handoff-vm migrate --run-dir "$d/s.run" --to "$ADDR_B:7300" \
-		--mode "$MODE" --verify "$verify" "${pcopt[@]}" --keep-source --report "$d/report.json" 2>"$d/migrate.log"
+		--mode "$MODE" --verify "$verify" "${pcopt[@]}" "${MIGRATE_ARGS[@]}" --keep-source --report "$d/report.json" 2>"$d/migrate.log"
 	rc=$?
 	wait "$rp"
 	local sent=$(( $(tx_bytes) - tx0 ))
@@ -317,7 +324,7 @@ for load in dict.fromkeys(r[0] for r in rows):
 PY
 }
 
-echo "# bench/vm: $(date -u '+%F %T') UTC, $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), RAM ${RAM_MB} MiB, accel $HANDOFF_ACCEL"
+echo "# bench/vm: $(date -u '+%F %T') UTC, $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), RAM ${RAM_MB} MiB, accel $HANDOFF_ACCEL${VM_BENCH_MIGRATE_ARGS:+, migrate $VM_BENCH_MIGRATE_ARGS}"
 printf '%-6s %-5s %-12s %9s %10s %9s %9s %10s  %s\n' load mbit method total_s downtime_s wire_MiB true_MiB load notes
 for load in $LOADS; do
 	base=$(base_for "$load") || { say "cannot create the $load base"; continue; }

@@ -64,6 +64,15 @@ struct amode {
 	struct ema ratio;     /* output / input */
 	uint64_t t_obs;       /* last observation of any kind */
 	bool observed;
+	/* Probes compress a sample on its own, frames compress up to frame_max together: with data
+	 * whose redundancy spans more than a sample (RAM), a probe's ratio can be much worse than the
+	 * same mode's frames, and by how much depends on the codec (lz4 hardly, zstd and lzma a lot).
+	 * So probes keep their own ratio, and a mode's is predicted as its probe ratio x its own
+	 * frame/probe correction, learnt whenever it is current (1 until then). */
+	struct ema pratio;    /* output / input on probe samples */
+	struct ema corr;      /* frame ratio / probe ratio, learnt while this mode was current */
+	uint64_t t_probe;     /* last probe */
+	bool probed;
 };
 
 struct adapt {
@@ -145,7 +154,7 @@ void adapt_params_init(struct adapt_params *p)
 	p->probe_interval_ns = 1000000000ull;
 	p->probe_span = 2;
 	p->probe_budget = 0.05;
-	p->probe_bytes = 256 * 1024;
+	p->probe_bytes = 1024 * 1024;
 	p->net_grow_after_ns = 250000000ull;
 	p->net_grow_rate = 3.0;
 }
@@ -227,10 +236,24 @@ static double proc_rate(const struct adapt *a, size_t i)
 	return HO_MAX(a->m[i].speed.v * use, MIN_RATE);
 }
 
+/* The ratio to expect from mode i: the current mode's from its frames; another's from its probes
+ * scaled by the probe-to-frame correction (probes are fresher than frames seen while it was
+ * current, and comparable with each other); before any probe, from its frames or the profile. */
+static double eff_ratio(const struct adapt *a, size_t i)
+{
+	const struct amode *m = &a->m[i];
+
+	if (i == a->cur && m->observed && m->ratio.seen && !(m->probed && m->t_probe > m->t_obs))
+		return m->ratio.v;
+	if (m->probed)
+		return m->pratio.v * (m->corr.seen ? m->corr.v : 1.0);
+	return m->ratio.v;
+}
+
 static double predict(const struct adapt *a, size_t i, double *p_out, double *n_out)
 {
 	double p = proc_rate(a, i);
-	double n = HO_MAX(a->bw.slow.v, MIN_RATE) / HO_MAX(a->m[i].ratio.v, MIN_RATIO);
+	double n = HO_MAX(a->bw.slow.v, MIN_RATE) / HO_MAX(eff_ratio(a, i), MIN_RATIO);
 
 	if (p_out)
 		*p_out = p;
@@ -249,7 +272,7 @@ static size_t best_mode(const struct adapt *a)
 	for (size_t i = 1; i < a->n; i++) {
 		double c = predict(a, i, NULL, NULL);
 		if (c > bc * (1 + 1e-9) ||
-		    (c >= bc * (1 - 1e-9) && a->m[i].ratio.v < a->m[best].ratio.v)) {
+		    (c >= bc * (1 - 1e-9) && eff_ratio(a, i) < eff_ratio(a, best))) {
 			best = i;
 			bc = c;
 		}
@@ -349,16 +372,30 @@ static void cpu_add(struct adapt *a, double frac, bool lower_bound, uint64_t now
 }
 
 static void mode_add(struct adapt *a, size_t i, uint64_t in, uint64_t out, uint64_t cpu_ns,
-                     uint64_t wall_ns, uint64_t now)
+                     uint64_t wall_ns, uint64_t now, bool probe)
 {
 	struct amode *m = &a->m[i];
+	double r = HO_MAX((double)out / (double)in, MIN_RATIO);
 
 	ema_add(&m->speed, (double)in / ((double)cpu_ns / NS_PER_S), now, wall_ns, a->p.tau_rate_ns,
 	        a->p.first_weight);
-	ema_add(&m->ratio, HO_MAX((double)out / (double)in, MIN_RATIO), now, wall_ns, a->p.tau_ratio_ns,
-	        a->p.first_weight);
-	m->t_obs = now;
-	m->observed = true;
+	if (!probe) {
+		ema_add(&m->ratio, r, now, wall_ns, a->p.tau_ratio_ns, m->ratio.seen ? 1.0 : a->p.first_weight);
+		m->t_obs = now;
+		m->observed = true;
+		/* first frames of a mode probed before: a first correction until it is probed again */
+		if (i == a->cur && m->probed && !m->corr.seen)
+			ema_add(&m->corr, clampd(m->ratio.v / m->pratio.v, 0.2, 5.0), now, 0, a->p.tau_ratio_ns, 1.0);
+		return;
+	}
+	ema_add(&m->pratio, r, now, wall_ns, a->p.tau_ratio_ns, 1.0);
+	m->t_probe = now;
+	m->probed = true;
+	if (!m->ratio.seen)
+		m->ratio.v = m->ratio.v * (1 - a->p.first_weight) + r * a->p.first_weight;
+	/* a probe of the mode whose frames we see: how much better its frames do than samples */
+	if (i == a->cur && m->observed && m->ratio.seen)
+		ema_add(&m->corr, clampd(m->ratio.v / m->pratio.v, 0.2, 5.0), now, 0, a->p.tau_ratio_ns, 1.0);
 }
 
 int adapt_observe_mode(struct adapt *a, size_t mode_idx, uint64_t input_bytes, uint64_t output_bytes,
@@ -368,7 +405,7 @@ int adapt_observe_mode(struct adapt *a, size_t mode_idx, uint64_t input_bytes, u
 		return HO_EINVAL;
 	if (input_bytes == 0 || cpu_ns == 0)
 		return 0;
-	mode_add(a, mode_idx, input_bytes, output_bytes, cpu_ns, wall_ns, now_ns);
+	mode_add(a, mode_idx, input_bytes, output_bytes, cpu_ns, wall_ns, now_ns, false);
 	if (wall_ns > 0) {
 		double t = threads ? (double)threads : 1.0;
 		double share = (double)cpu_ns / (t * (double)wall_ns);
@@ -393,7 +430,7 @@ int adapt_observe_probe(struct adapt *a, size_t mode_idx, uint64_t input_bytes, 
 	a->probe_tokens -= (double)cpu_ns;
 	if (input_bytes == 0 || cpu_ns == 0)
 		return 0;
-	mode_add(a, mode_idx, input_bytes, output_bytes, cpu_ns, wall_ns, now_ns);
+	mode_add(a, mode_idx, input_bytes, output_bytes, cpu_ns, wall_ns, now_ns, true);
 	return 0;
 }
 
@@ -628,11 +665,12 @@ bool adapt_probe_due(struct adapt *a, uint64_t now_ns, size_t *mode_idx)
 		return false;
 	lo = a->cur > a->p.probe_span ? a->cur - a->p.probe_span : 0;
 	hi = HO_MIN(a->cur + a->p.probe_span, a->n - 1);
-	/* the neighbour whose estimate is the oldest and that the budget can pay for now; ties go to
-	 * the nearer one, then the lower index */
+	/* the mode whose probe is the oldest and that the budget can pay for now; ties go to the
+	 * nearer one, then the lower index. The current mode takes its turn once its frames are
+	 * seen: its probe against its frames gives its frame/probe correction */
 	for (size_t i = lo; i <= hi; i++) {
 		double c;
-		if (i == a->cur)
+		if (i == a->cur && !a->m[i].observed)
 			continue;
 		c = (double)a->p.probe_bytes / a->m[i].speed.v * NS_PER_S;
 		if (c > a->probe_tokens)
@@ -641,9 +679,9 @@ bool adapt_probe_due(struct adapt *a, uint64_t now_ns, size_t *mode_idx)
 			const struct amode *p = &a->m[pick], *m = &a->m[i];
 			size_t dp = pick > a->cur ? pick - a->cur : a->cur - pick;
 			size_t di = i > a->cur ? i - a->cur : a->cur - i;
-			bool older = (!m->observed && p->observed) ||
-			             (m->observed == p->observed && m->t_obs < p->t_obs);
-			bool same = m->observed == p->observed && m->t_obs == p->t_obs;
+			bool older = (!m->probed && p->probed) ||
+			             (m->probed == p->probed && m->t_probe < p->t_probe);
+			bool same = m->probed == p->probed && m->t_probe == p->t_probe;
 			if (!(older || (same && di < dp)))
 				continue;
 		}
@@ -678,7 +716,7 @@ void adapt_status(const struct adapt *a, struct adapt_status *st)
 	st->mode = a->cur;
 	st->mode_name = a->m[a->cur].name;
 	st->bandwidth_Bps = a->bw.slow.v;
-	st->ratio = a->m[a->cur].ratio.v;
+	st->ratio = eff_ratio(a, a->cur);
 	st->rate_Bps = predict(a, a->cur, &p, &n);
 	st->proc_Bps = p;
 	st->net_bound = n < p;

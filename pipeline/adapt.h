@@ -81,7 +81,8 @@ struct adapt_params {
 	unsigned probe_span;         /* probe modes up to this many places away (default 2) */
 	double probe_budget;         /* probes may use at most this fraction of one core's time
 	                                (default 0.05) */
-	uint64_t probe_bytes;        /* sample size a probe should compress (default 256 KiB) */
+	uint64_t probe_bytes;        /* sample size a probe should compress (default 1 MiB: the
+	                                exporter's adaptive frame; smaller samples compress worse) */
 	uint64_t net_grow_after_ns;  /* when the link has not been saturated for this long, let the
 	                                bandwidth estimate grow so a lighter mode gets tried: a heavy
 	                                mode on a fat link is CPU-bound and never sees the link's
@@ -174,10 +175,14 @@ void adapt_set_progress(struct adapt *a, uint64_t input_remaining, uint64_t byte
 /* The mode to use for the next frame. Cheap; call it once per frame. */
 size_t adapt_decide(struct adapt *a, uint64_t now_ns);
 
-/* True when a probe is due now; then *mode_idx is the neighbouring mode to probe on a sample of
- * about params.probe_bytes of the current input. Probes are spaced by probe_interval, limited to
- * probe_budget of one core's time, and go to the neighbour whose estimate is the oldest. Never
- * proposes the current mode. Always false when the engine is forced. */
+/* True when a probe is due now; then *mode_idx is the mode to probe on a sample of about
+ * params.probe_bytes of the current input. Probes are spaced by probe_interval, limited to
+ * probe_budget of one core's time, and go to the mode within probe_span of the current one whose
+ * last probe is the oldest, the current mode included once its frames were observed: a sample
+ * compresses worse than a whole frame (much worse on RAM, and more so for zstd and lzma than for
+ * lz4), so each mode's probe ratio is scaled by its own frame/probe ratio, learnt while it was
+ * current, before it is compared with the current mode's frames. Always false when the engine
+ * is forced. */
 bool adapt_probe_due(struct adapt *a, uint64_t now_ns, size_t *mode_idx);
 
 /* Predicted consumption rate C(m) of mode idx (input bytes/s) under the current estimates, and its

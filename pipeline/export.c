@@ -413,13 +413,14 @@ static const struct { const char *name; double rate, ratio; } profiles[] = {
 
 static unsigned export_threads(const struct export_opts *o)
 {
-	long n;
+	struct adapt_params par;
 	if (o->threads)
 		return o->threads;
 	if (!o->adaptive)
 		return 1;
-	n = sysconf(_SC_NPROCESSORS_ONLN);     /* adaptive: use the cores there are */
-	return n > 0 ? (unsigned)HO_MIN(n, (long)WALK_MAX_THREADS) : 1;
+	/* adaptive: use the cores we may run on (the affinity mask: 1 under taskset -c 0) */
+	adapt_params_init(&par);
+	return (unsigned)HO_MAX(1.0, HO_MIN(par.ncores, (double)WALK_MAX_THREADS));
 }
 
 static uint64_t cpu_ns(clockid_t c)

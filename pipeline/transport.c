@@ -241,8 +241,15 @@ static int tx_handle_line(struct tx *t, const char *line)
 		uint64_t seq = strtoull(line + 4, NULL, 10);
 		t->acked = seq + 1;
 		t->nacks++;
-		if (t->ad)
-			adapt_frame_acked(t->ad, seq, ho_mono_ns());
+		if (t->ad) {
+			uint64_t now = ho_mono_ns();
+			int q;
+			/* an empty socket now means the link ran dry since the previous ack: that sample
+			 * only shows what we produced (adapt_observe_queue in adapt.h) */
+			if (ioctl(t->fd, SIOCOUTQ, &q) == 0 && q >= 0)
+				adapt_observe_queue(t->ad, (uint64_t)q, now);
+			adapt_frame_acked(t->ad, seq, now);
+		}
 		return 0;
 	}
 	if (!strncmp(line, "error ", 6))

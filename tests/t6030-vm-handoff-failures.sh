@@ -83,7 +83,7 @@ source_survived "wrong base"
 
 # ---- (2) destination killed during the live rounds --------------------------------------------
 receiver killed "$T/dbase" || bail "receiver did not start"
-handoff-vm migrate --run-dir "$T/src.run" --to "127.0.0.1:$(cat "$T/killed.port")" --rate-limit 1M --timeout 5 2>"$T/m2.log" &
+handoff-vm migrate --run-dir "$T/src.run" --to "127.0.0.1:$(cat "$T/killed.port")" --mode raw --rate-limit 1M --timeout 5 2>"$T/m2.log" &
 MPID=$!
 sleep 2
 mirror_pid=$(handoff-mount --status "$T/killed.ovl" 2>/dev/null | awk '$1 == "pid" { print $2 }')

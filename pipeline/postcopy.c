@@ -445,8 +445,11 @@ void postcopy_server_stop(struct postcopy_server *s, struct postcopy_stats *st)
 	if (!s)
 		return;
 	if (s->running) {
-		shutdown(s->fd, SHUT_RDWR);
+		/* the thread ends after the answer it is writing (its read sees the end), so the
+		 * receiver sees whole records and then a clean end */
+		shutdown(s->fd, SHUT_RD);
 		pthread_join(s->th, NULL);
+		shutdown(s->fd, SHUT_WR);
 	}
 	if (st)
 		*st = s->st;

@@ -236,7 +236,9 @@ static void *pc_server_main(void *arg)
 		m->pc.server_fd = -1;
 	pthread_mutex_unlock(&m->pc.want_lock);
 	close(c->fd);
-	if (rc) {
+	/* the chunk server's end is no failure once nothing is awaited any more (the stream
+	 * brought the rest; it may still be finishing, which apply_stream() judges) */
+	if (rc && fs_pending_count(m->fs)) {
 		char why[160];
 		snprintf(why, sizeof(why), "the chunk server connection failed: %s", ho_strerror(rc));
 		pc_fail(m, why);

@@ -1482,7 +1482,7 @@ static int migrate_postcopy(struct conn *cn, struct report *rep, const char *ovl
 		goto out;
 	}
 	rep->t_dst_running = (uint64_t)((int64_t)t_run - rep->clock_offset);
-	if (conn_send_signed(cn, "COMPLETE") || (rc = conn_line(cn, line, sizeof(line), 120000))) {
+	if (conn_send_signed(cn, "COMPLETE") || (rc = conn_line(cn, line, sizeof(line), 660000))) {
 		ho_err("the destination did not confirm the post-copy: %s", ho_strerror(rc ? rc : HO_ECONN));
 		goto out;
 	}
@@ -2228,7 +2228,7 @@ static int cmd_receive(int argc, char **argv)
 			char reply[512];
 			if ((rc = check_signed(cn, line)))
 				goto lost;
-			uint64_t deadline = ho_mono_ns() + 60000000000ull;
+			uint64_t deadline = ho_mono_ns() + 600000000000ull;   /* the mirror commits what it wrote in place */
 			for (;;) {
 				if ((rc = ho_ctl_call(ovl, "postcopy-status", -1, 10000, reply, sizeof(reply))))
 					break;

@@ -233,6 +233,7 @@ struct tx {
 	uint64_t cum[TX_RING];     /* with ad: wire bytes up to the end of frame seq (seq % TX_RING) */
 	uint64_t sent_seq;         /* frames sent (+1 of the last seq) */
 	uint64_t nacks;            /* acknowledgements received on this connection */
+	uint64_t max_frame;        /* the largest frame sent so far (wire bytes) */
 };
 
 static int tx_handle_line(struct tx *t, const char *line)
@@ -280,6 +281,9 @@ static int tx_window(struct tx *t)
 	adapt_status(t->ad, &st);
 	/* until acknowledgements measured the link, the engine's bandwidth is a guess */
 	uint64_t window = t->nacks < 2 ? TX_WINDOW_MIN : HO_MAX((uint64_t)TX_WINDOW_MIN, (uint64_t)(st.bandwidth_Bps / 4));
+	/* at least two frames: with one, every frame is written into an empty socket after the
+	 * previous ack, and no sample ever shows the link saturated */
+	window = HO_MAX(window, 2 * t->max_frame);
 	while (t->sent_seq > t->acked && t->sent_seq - t->acked < TX_RING &&
 	       t->res->wire_bytes - (t->acked ? t->cum[(t->acked - 1) % TX_RING] : 0) > window) {
 		if ((rc = line_read(&t->in, line, sizeof(line), true))) {
@@ -359,6 +363,7 @@ static int tx_emit(void *arg, const struct stream_piece *p)
 		adapt_frame_sent(t->ad, p->seq, p->len, queued < 0 ? UINT64_MAX : (uint64_t)queued, ho_mono_ns());
 		t->cum[p->seq % TX_RING] = t->res->wire_bytes;
 		t->sent_seq = p->seq + 1;
+		t->max_frame = HO_MAX(t->max_frame, (uint64_t)p->len);
 	}
 	return tx_drain(t);
 }

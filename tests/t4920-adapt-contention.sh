@@ -2,9 +2,9 @@
 # exclusive: measures how much CPU the exporter gets, so it must not share the cores with other tests
 # t4920-adapt-contention.sh — the adaptive exporter under CPU contention: the same transfer over
 # the same emulated link (scripts/wan.sh, 15 Mbit/s), once with the exporter alone on a CPU and
-# once sharing that CPU with 15 busy processes, must move to cheaper compression (a lower rank in
-# `handoff-export --list-modes`), report the contention it saw (cpu_avail in --progress=json),
-# and leave the receiver's images byte-identical both times.
+# once sharing that CPU with 15 busy processes, must move to cheaper compression (a lower mean
+# rank, over its progress lines, in `handoff-export --list-modes`), report the contention it saw
+# (cpu_avail in --progress=json), and leave the receiver's images byte-identical both times.
 #
 # Why it does not flake (t4910's unpinned version did, so it moved to make test-long):
 #  - the exporter and the busy loops are pinned with taskset to one CPU, the receiver to another:
@@ -136,8 +136,11 @@ loaded=$RANK loaded_mode=$SETTLED loaded_avail=$AVAIL loaded_mean=$MEAN
 check "alone: settles on zstd or stronger ('$idle_mode', rank $idle)" [ "$idle" -ge "$(rank delta-zstd3)" ]
 check "busy: the engine saw the contention (cpu_avail $loaded_avail, alone $idle_avail)" \
 	awk -v l="$loaded_avail" -v i="$idle_avail" 'BEGIN { exit !(l >= 0 && l < i / 2) }'
-check "busy CPU moves to cheaper compression ('$idle_mode' rank $idle -> '$loaded_mode' rank $loaded)" \
-	[ "$loaded" -ge 1 -a "$loaded" -lt "$idle" ]
-check "...over the whole transfer too (mean rank $idle_mean -> $loaded_mean)" \
+# over the whole transfer (the mean rank of the progress lines, i.e. over time): under heavy
+# contention the engine splits its time between the equivalent lz4 modes and still visits zstd-3,
+# so the single most frequent mode is not a stable measure (2 of 20 runs at load 8-16 had zstd-3
+# as the most frequent line; the mean rank dropped in all 20, by 0.44 to 2.33)
+echo "# most frequent mode: '$idle_mode' (rank $idle) alone, '$loaded_mode' (rank $loaded) busy"
+check "busy CPU moves to cheaper compression (mean rank over time $idle_mean -> $loaded_mean)" \
 	awk -v l="$loaded_mean" -v i="$idle_mean" 'BEGIN { exit !(l > 0 && l < i) }'
 done_testing

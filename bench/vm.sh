@@ -154,6 +154,9 @@ run_handoff() {
 	local sent=$(( $(tx_bytes) - tx0 ))
 	sed 's/^/bench\/vm:   /' "$d/migrate.log" >&2
 	if [ $rc != 0 ]; then
+		# keep the destination's side of a failed cell in the raw output (the cell's directory goes)
+		sed 's/^/bench\/vm:   recv: /' "$d/recv.log" >&2
+		[ -f "$d/d.run/serial.log" ] && tail -n 5 "$d/d.run/serial.log" | sed 's/^/bench\/vm:   dst console: /' >&2
 		if [ $rc = 124 ]; then
 			echo "dnf >$HLIMIT - $((sent / 1048576)) - did-not-finish-in-${HLIMIT}s"
 		else
@@ -268,7 +271,7 @@ run_qemu() {
 # ---- the tables -----------------------------------------------------------------------------------
 tables() {
 	python3 - "$RES" "$RAM_MB" "$WARM" "$LIMIT" "$MODE" <<'PY'
-import sys
+import re, sys
 res, ram, warm, limit, mode = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
 rows = [l.rstrip("\n").split("\t") for l in open(res) if l.strip()]
 def num(s):
@@ -288,7 +291,8 @@ for load in dict.fromkeys(r[0] for r in rows):
             st, tot, down, wire, tb, l0, l1, notes = r[3:11]
             if st == "dnf":
                 tot, down = tot, "-"
-                notes = "did not finish in %s s; %s" % (tot.lstrip(">"), notes)
+                rest = re.sub(r"^did-not-finish-in-[0-9]+s:?", "", notes)
+                notes = "did not finish in %s s%s" % (tot.lstrip(">"), "; " + rest if rest else "")
             elif st != "ok":
                 notes = "%s: %s" % (st, notes)
             ts = "%.0f" % (float(tb) * 2**20 / bps) if num(tb) is not None else "-"

@@ -2308,7 +2308,7 @@ static void usage(FILE *f)
 "       handoff-vm start --base BASE_DIR --overlay OVL --mount MNT [--run-dir DIR] [--accel kvm|tcg]\n"
 "       handoff-vm migrate --run-dir DIR --to HOST:PORT [--key FILE] [--mode NAME] [-T N]\n"
 "                          [--max-rounds N] [--downtime-target MS] [--report FILE] [--keep-source]\n"
-"                          [--verify none|memory|all]\n"
+"                          [--verify none|memory|all] [--postcopy never|always|auto]\n"
 "       handoff-vm receive --base BASE_DIR --overlay OVL --mount MNT --listen ADDR:PORT [--key FILE]\n"
 "                          [--run-dir DIR] [--port-file FILE] [--timeout S]\n"
 "       handoff-vm stop --run-dir DIR\n"

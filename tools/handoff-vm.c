@@ -1878,6 +1878,23 @@ static int start_mirror(const char *base, const char *ovl, const char *mnt, cons
 	return rc;
 }
 
+/* Destination: resume the VM from the device state on the mirror mount and tell the source
+ * RUNNING with our clock. 0, or the error (the source was told ERR when the resume failed). */
+static int resume_and_report(struct conn *cn, const struct base *b, const char *mnt, const char *run,
+			     const char *accel, const char *devin, struct vm **vm)
+{
+	char text[128];
+	int rc = resume_on_mount(b, mnt, run, accel, devin, vm, NULL);
+	if (rc) {
+		conn_send(cn, "ERR %d cannot resume the VM: %s", rc, ho_strerror(rc));
+		return rc;
+	}
+	fmt(text, sizeof(text), "RUNNING %" PRIu64, ho_now_ns());
+	if ((rc = conn_send_signed(cn, text)))
+		ho_err("cannot confirm to the source: the VM runs here, check the source");
+	return rc;
+}
+
 /* Post-copy on the destination: until the handoff completes, the VM must not outlive this
  * process (the source resumes its own copy when it loses us). A watchdog child waits on a pipe;
  * if the pipe closes before "ok" came through it, it kills the QEMU of RUN_DIR/qemu.pid and tells
@@ -2147,16 +2164,8 @@ static int cmd_receive(int argc, char **argv)
 				ho_info("images verified (%s)", vmode);
 			}
 			uint64_t t0 = ho_mono_ns();
-			if ((rc = resume_on_mount(&b, mnt, run, accel, devin, &vm, NULL))) {
-				conn_send(cn, "ERR %d cannot resume the VM: %s", rc, ho_strerror(rc));
+			if ((rc = resume_and_report(cn, &b, mnt, run, accel, devin, &vm)))
 				goto lost;
-			}
-			char text[128];
-			fmt(text, sizeof(text), "RUNNING %" PRIu64, ho_now_ns());
-			if ((rc = conn_send_signed(cn, text))) {
-				ho_err("cannot confirm to the source: the VM runs here, check the source");
-				goto lost;
-			}
 			write_vm_env(run, "source", base, ovl, mnt, vm_pid(vm));
 			ho_notice("VM resumed here in %.2f s after the last round: qemu pid %d, run dir '%s'",
 				  secs(ho_mono_ns() - t0), (int)vm_pid(vm), run);
@@ -2213,13 +2222,7 @@ static int cmd_receive(int argc, char **argv)
 				goto lost;
 			ho_notice("post-copy: %s chunks awaited; resuming the VM", reply);
 			uint64_t t0 = ho_mono_ns();
-			if ((rc = resume_on_mount(&b, mnt, run, accel, devin, &vm, NULL))) {
-				conn_send(cn, "ERR %d cannot resume the VM: %s", rc, ho_strerror(rc));
-				goto lost;
-			}
-			char text[128];
-			fmt(text, sizeof(text), "RUNNING %" PRIu64, ho_now_ns());
-			if ((rc = conn_send_signed(cn, text)))
+			if ((rc = resume_and_report(cn, &b, mnt, run, accel, devin, &vm)))
 				goto lost;
 			ho_notice("VM resumed here in %.2f s while the last round streams: qemu pid %d", secs(ho_mono_ns() - t0),
 				  (int)vm_pid(vm));

@@ -224,6 +224,7 @@ struct stream_enc {
 
 	uint8_t *payload;               /* frame_max: records being collected */
 	size_t plen;
+	uint32_t frame_lim;             /* close frames at this size (<= h.frame_max) */
 	uint32_t nrec;
 	/* the open record (its header is written when it closes) */
 	bool rec_open;
@@ -286,6 +287,7 @@ int stream_enc_new(const struct stream_header *h, const void *psk, size_t psk_le
 		e->h.frame_max = STREAM_FRAME_DEFAULT;
 	e->h.frame_max = HO_MAX(e->h.frame_max, HO_MAX(STREAM_FRAME_MIN, cs + STREAM_REC_HDR_LEN));
 	e->h.frame_max = HO_MIN(e->h.frame_max, STREAM_FRAME_MAX);
+	e->frame_lim = e->h.frame_max;
 	e->h.version = STREAM_VERSION;
 	e->h.authenticated = psk != NULL;
 	e->h.mode[STREAM_MODE_LEN - 1] = 0;
@@ -559,6 +561,27 @@ int stream_enc_set_threads(struct stream_enc *e, unsigned n)
 	return e->nthreads ? 0 : HO_ENOMEM;
 }
 
+int stream_enc_set_frame_limit(struct stream_enc *e, uint32_t limit)
+{
+	uint32_t lo = HO_MAX(STREAM_FRAME_MIN, e->h.chunk_size + STREAM_REC_HDR_LEN);
+
+	if (!limit || limit > e->h.frame_max)
+		limit = e->h.frame_max;
+	e->frame_lim = HO_MAX(limit, HO_MIN(lo, e->h.frame_max));
+	return 0;
+}
+
+int stream_enc_flush_frame(struct stream_enc *e)
+{
+	int rc;
+
+	if (e->err)
+		return e->err;
+	if ((rc = enc_flush(e)))
+		return e->err = rc;
+	return 0;
+}
+
 /* Bytes the record payload needs for one more chunk of this encoding. */
 static size_t enc_chunk_bytes(const struct stream_chunk *c)
 {
@@ -617,7 +640,7 @@ int stream_enc_chunk(struct stream_enc *e, const struct stream_chunk *c)
 	need = enc_chunk_bytes(c);
 	extend = e->rec_open && c->enc != STREAM_ENC_DELTA_BASE && e->rec_enc == (int)c->enc && e->rec_image == c->image &&
 		 e->rec_idx + e->rec_count == c->idx && e->rec_count < UINT32_MAX &&
-		 e->plen + need <= e->h.frame_max &&
+		 e->plen + need <= e->frame_lim &&
 		 /* a short chunk can only be the last of a record */
 		 c->len == e->h.chunk_size;
 	if (extend && (c->enc == STREAM_ENC_BASE_REF || c->enc == STREAM_ENC_SENT_REF))
@@ -626,7 +649,7 @@ int stream_enc_chunk(struct stream_enc *e, const struct stream_chunk *c)
 		enc_close_record(e);
 		size_t rec = STREAM_REC_HDR_LEN + need +
 			     ((c->enc == STREAM_ENC_BASE_REF || c->enc == STREAM_ENC_SENT_REF) ? STREAM_REF_LEN : 0);
-		if (e->plen + rec > e->h.frame_max) {
+		if (e->plen + rec > e->frame_lim) {
 			int rc = enc_flush(e);
 			if (rc)
 				return e->err = rc;

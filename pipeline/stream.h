@@ -162,6 +162,16 @@ int stream_enc_new(const struct stream_header *h, const void *psk, size_t psk_le
 int stream_enc_set_threads(struct stream_enc *e, unsigned n);
 /* Set the frame codec for the next frames (e.g. from the adaptive engine). */
 int stream_enc_set_codec(struct stream_enc *e, int codec, int level);
+/* Close frames once their records reach limit bytes (0 or more than the header's frame_max: the
+ * header's frame_max, which stays the hard limit; at least one chunk's record), from the frame
+ * being collected on. Lets a sender that switches codecs between frames (the adaptive exporter)
+ * give each codec the frame size it compresses well at: strong codecs gain from large frames,
+ * cheap ones lose nothing with small ones and switch sooner. Always 0. */
+int stream_enc_set_frame_limit(struct stream_enc *e, uint32_t limit);
+/* Close the frame being collected now (it is compressed with the codec set at this moment), so
+ * what follows goes into a new frame, e.g. at a switch of codec. A no-op when it is empty. 0 or
+ * the (sticky) error of compressing or emitting it. */
+int stream_enc_flush_frame(struct stream_enc *e);
 /* Add a chunk. Chunks must come in strictly increasing (image, idx) order; c->data must hold the
  * chunk's bytes for every encoding (they feed the END digest; NULL is read as zeroes for ZERO);
  * XOR_BASE and DELTA_BASE also need c->payload (the encoding is the caller's: delta.h).

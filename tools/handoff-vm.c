@@ -757,9 +757,14 @@ static int write_vm_env(const char *run, const char *role, const char *base, con
 	return rc;
 }
 
-/* start QEMU -incoming on MNT, load the device state, cont; *out keeps the handle */
+/* What must hold before a VM resumes here, checked while QEMU starts and loads its device state
+ * (see resume_on_mount); 0 to go on, or the error (the check told the source itself). */
+struct resume_gate { int (*check)(struct resume_gate *g); bool told; };
+
+/* start QEMU -incoming on MNT, load the device state, pass the gate (if any), cont; *out keeps
+ * the handle */
 static int resume_on_mount(const struct base *b, const char *mnt, const char *run, const char *accel,
-			   const char *devstate, struct vm **out, uint64_t *t_running)
+			   const char *devstate, struct vm **out, uint64_t *t_running, struct resume_gate *gate)
 {
 	struct vm_config cfg;
 	char disk[PATH_MAX], mem[PATH_MAX];
@@ -773,6 +778,8 @@ static int resume_on_mount(const struct base *b, const char *mnt, const char *ru
 		rc = vm_fail("cannot load the device state", rc);
 		goto fail;
 	}
+	if (gate && (rc = gate->check(gate)))
+		goto fail;
 	bool running = false;
 	char st[64];
 	if ((rc = vm_query_status(vm, st, sizeof(st), &running))) {
@@ -842,7 +849,7 @@ static int cmd_start(int argc, char **argv)
 		goto fail;
 	struct vm *vm;
 	uint64_t t0 = ho_mono_ns();
-	if ((rc = resume_on_mount(&b, mnt, run, accel, b.devstate, &vm, NULL)))
+	if ((rc = resume_on_mount(&b, mnt, run, accel, b.devstate, &vm, NULL, NULL)))
 		goto fail;
 	if ((rc = write_vm_env(run, "source", base, ovl, mnt, vm_pid(vm)))) {
 		vm_kill(vm);
@@ -1277,6 +1284,39 @@ static int image_digests(const char *mnt, bool all, char *out, size_t len)
 	return 0;
 }
 
+/* image_digests on a thread, so that the hashing overlaps other work of the downtime (the final
+ * round on the source, QEMU's start and device-state load on the destination) */
+struct digest_task { const char *mnt; bool all; char out[300]; int rc; pthread_t th; bool started, joined; };
+
+static void *digest_task_main(void *arg)
+{
+	struct digest_task *t = arg;
+	t->rc = image_digests(t->mnt, t->all, t->out, sizeof(t->out));
+	return NULL;
+}
+
+static void digest_task_start(struct digest_task *t, const char *mnt, bool all)
+{
+	t->mnt = mnt;
+	t->all = all;
+	t->rc = 0;
+	t->joined = false;
+	t->started = pthread_create(&t->th, NULL, digest_task_main, t) == 0;
+}
+
+/* the digests, or the error; runs them here if the thread could not start; again: the same */
+static int digest_task_join(struct digest_task *t)
+{
+	if (t->joined)
+		return t->rc;
+	if (t->started)
+		pthread_join(t->th, NULL);
+	else
+		digest_task_main(t);
+	t->joined = true;
+	return t->rc;
+}
+
 /* ---- migrate (the source) -------------------------------------------------------------------------- */
 
 struct round {
@@ -1456,6 +1496,21 @@ static int migrate_postcopy(struct conn *cn, struct report *rep, const char *ovl
 		ho_err("cannot serve chunks to the destination: %s", ho_strerror(rc));
 		goto out;
 	}
+	/* The stream starts only once the destination runs: until then every byte on the link should
+	 * be an answer to a page QEMU waits for while it loads the device state. On a thin link with
+	 * a deep queue (a WAN router's, or tbf's 400 ms here) answers queued behind the stream cost
+	 * seconds of downtime. The stream's start moves by the resume time, a small part of it. */
+	if ((rc = conn_line(cn, line, sizeof(line), 600000))) {
+		ho_err("no word from the destination after the manifest: %s", ho_strerror(rc));
+		goto out;
+	}
+	if (strncmp(line, "RUNNING ", 8) || check_signed(cn, line) || sscanf(line, "RUNNING %" SCNu64, &t_run) != 1) {
+		ho_err("the destination did not resume the VM: %.200s", line);
+		goto out;
+	}
+	rep->t_dst_running = (uint64_t)((int64_t)t_run - rep->clock_offset);
+	ho_notice("post-copy: the VM runs on the destination after %.2f s of downtime; streaming the rest",
+		  (double)((int64_t)rep->t_dst_running - (int64_t)rep->t_pause) / 1e9);
 	struct hangup_watch hw = { .fd = cn->fd };
 	struct export_opts peo = *eo;
 	bool watching = pthread_create(&hw.th, NULL, hangup_main, &hw) == 0;
@@ -1472,16 +1527,6 @@ static int migrate_postcopy(struct conn *cn, struct report *rep, const char *ovl
 	rep->t_final_done = rep->t_pc_done = ho_now_ns();
 	postcopy_server_stop(srv, &rep->pc);
 	srv = NULL;
-	/* the destination said RUNNING long ago, most likely */
-	if ((rc = conn_line(cn, line, sizeof(line), 120000))) {
-		ho_err("no word from the destination after the device state: %s", ho_strerror(rc));
-		goto out;
-	}
-	if (strncmp(line, "RUNNING ", 8) || check_signed(cn, line) || sscanf(line, "RUNNING %" SCNu64, &t_run) != 1) {
-		ho_err("the destination did not resume the VM: %.200s", line);
-		goto out;
-	}
-	rep->t_dst_running = (uint64_t)((int64_t)t_run - rep->clock_offset);
 	if (conn_send_signed(cn, "COMPLETE") || (rc = conn_line(cn, line, sizeof(line), 660000))) {
 		ho_err("the destination did not confirm the post-copy: %s", ho_strerror(rc ? rc : HO_ECONN));
 		goto out;
@@ -1739,7 +1784,14 @@ static int cmd_migrate(int argc, char **argv)
 	}
 	if (proxy_on)
 		px.corrupt = 1;
-	if ((rc = export_round(ovl, streamto, &eo, since, 0, false, false, &rep.r[rep.n])))
+	/* the images no longer change: hash them while the final round streams */
+	struct digest_task digt;
+	bool hashing = strcmp(verify, "none") != 0;
+	if (hashing)
+		digest_task_start(&digt, mnt, !strcmp(verify, "all"));
+	rc = export_round(ovl, streamto, &eo, since, 0, false, false, &rep.r[rep.n]);
+	int drc = hashing ? digest_task_join(&digt) : 0;
+	if (rc)
 		goto lost;
 	rep.n++;
 	rep.t_final_done = ho_now_ns();
@@ -1761,9 +1813,9 @@ static int cmd_migrate(int argc, char **argv)
 		if (rc || conn_send_signed(cn, text))
 			goto lost;
 		/* the destination hashes its images meanwhile */
-		if (strcmp(verify, "none")) {
-			char dig_text[300];
-			if (image_digests(mnt, !strcmp(verify, "all"), dig_text, sizeof(dig_text)))
+		if (hashing) {
+			char *dig_text = digt.out;
+			if (drc)
 				goto lost;
 			if (fault && !strcmp(fault, "wrong-digest")) {
 				char *h = strchr(dig_text, '=');
@@ -1881,18 +1933,50 @@ static int start_mirror(const char *base, const char *ovl, const char *mnt, cons
 /* Destination: resume the VM from the device state on the mirror mount and tell the source
  * RUNNING with our clock. 0, or the error (the source was told ERR when the resume failed). */
 static int resume_and_report(struct conn *cn, const struct base *b, const char *mnt, const char *run,
-			     const char *accel, const char *devin, struct vm **vm)
+			     const char *accel, const char *devin, struct vm **vm, struct resume_gate *gate)
 {
 	char text[128];
-	int rc = resume_on_mount(b, mnt, run, accel, devin, vm, NULL);
+	int rc = resume_on_mount(b, mnt, run, accel, devin, vm, NULL, gate);
 	if (rc) {
-		conn_send(cn, "ERR %d cannot resume the VM: %s", rc, ho_strerror(rc));
+		if (!gate || !gate->told)
+			conn_send(cn, "ERR %d cannot resume the VM: %s", rc, ho_strerror(rc));
 		return rc;
 	}
 	fmt(text, sizeof(text), "RUNNING %" PRIu64, ho_now_ns());
 	if ((rc = conn_send_signed(cn, text)))
 		ho_err("cannot confirm to the source: the VM runs here, check the source");
 	return rc;
+}
+
+/* --verify on the destination: the images' digests, hashed while QEMU starts and loads the
+ * device state, must equal the source's (its DIGEST line) before the VM may run */
+struct verify_gate { struct resume_gate g; struct conn *cn; struct digest_task dt; };
+
+static int verify_gate_check(struct resume_gate *g)
+{
+	struct verify_gate *v = (struct verify_gate *)g;
+	char theirs[LINE_MAX_];
+	int rc = digest_task_join(&v->dt);
+	if (rc) {
+		conn_send(v->cn, "ERR %d cannot hash the images", rc);
+		g->told = true;
+		return rc;
+	}
+	if ((rc = conn_line(v->cn, theirs, sizeof(theirs), 120000)) || (rc = check_signed(v->cn, theirs)) ||
+	    strncmp(theirs, "DIGEST ", 7)) {
+		ho_err("no digest from the source: not resuming");
+		return rc ? rc : HO_EPROTO;
+	}
+	if (strcmp(theirs + 7, v->dt.out)) {
+		ho_err("the images differ from the source's after the last round: not resuming");
+		ho_err("source %s", theirs + 7);
+		ho_err("here   %s", v->dt.out);
+		conn_send(v->cn, "ERR %d images differ from the source's after the last round", HO_EDIGEST);
+		g->told = true;
+		return HO_EDIGEST;
+	}
+	ho_info("images verified (%s)", v->dt.all ? "all" : "memory");
+	return 0;
 }
 
 /* Post-copy on the destination: until the handoff completes, the VM must not outlive this
@@ -2141,30 +2225,17 @@ static int cmd_receive(int argc, char **argv)
 			char vmode[16] = "none", *vm_ = strstr(line, " verify=");
 			if (vm_)
 				sscanf(vm_ + 8, "%15s", vmode);
-			if (strcmp(vmode, "none")) {
-				/* the images must be the source's, bit for bit, before the VM runs on them */
-				char mine[300], theirs_[LINE_MAX_];
-				if ((rc = image_digests(mnt, !strcmp(vmode, "all"), mine, sizeof(mine)))) {
-					conn_send(cn, "ERR %d cannot hash the images", rc);
-					goto lost;
-				}
-				if ((rc = conn_line(cn, theirs_, sizeof(theirs_), 120000)) || (rc = check_signed(cn, theirs_)) ||
-				    strncmp(theirs_, "DIGEST ", 7)) {
-					rc = rc ? rc : HO_EPROTO;
-					goto lost;
-				}
-				if (strcmp(theirs_ + 7, mine)) {
-					ho_err("the images differ from the source's after the last round (%s): not resuming", vmode);
-					ho_err("source %s", theirs_ + 7);
-					ho_err("here   %s", mine);
-					conn_send(cn, "ERR %d images differ from the source's after the last round", HO_EDIGEST);
-					rc = HO_EDIGEST;
-					goto lost;
-				}
-				ho_info("images verified (%s)", vmode);
-			}
+			/* the images must be the source's, bit for bit, before the VM runs on them: hashed
+			 * while QEMU starts, compared before it continues */
+			struct verify_gate vg = { .g = { .check = verify_gate_check }, .cn = cn };
+			bool verifying = strcmp(vmode, "none") != 0;
+			if (verifying)
+				digest_task_start(&vg.dt, mnt, !strcmp(vmode, "all"));
 			uint64_t t0 = ho_mono_ns();
-			if ((rc = resume_and_report(cn, &b, mnt, run, accel, devin, &vm)))
+			rc = resume_and_report(cn, &b, mnt, run, accel, devin, &vm, verifying ? &vg.g : NULL);
+			if (verifying)
+				digest_task_join(&vg.dt);           /* QEMU failed before the gate: the thread ends */
+			if (rc)
 				goto lost;
 			write_vm_env(run, "source", base, ovl, mnt, vm_pid(vm));
 			ho_notice("VM resumed here in %.2f s after the last round: qemu pid %d, run dir '%s'",
@@ -2222,7 +2293,7 @@ static int cmd_receive(int argc, char **argv)
 				goto lost;
 			ho_notice("post-copy: %s chunks awaited; resuming the VM", reply);
 			uint64_t t0 = ho_mono_ns();
-			if ((rc = resume_and_report(cn, &b, mnt, run, accel, devin, &vm)))
+			if ((rc = resume_and_report(cn, &b, mnt, run, accel, devin, &vm, NULL)))
 				goto lost;
 			ho_notice("VM resumed here in %.2f s while the last round streams: qemu pid %d", secs(ho_mono_ns() - t0),
 				  (int)vm_pid(vm));

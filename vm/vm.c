@@ -900,6 +900,9 @@ int vm_kill(struct vm *vm)
 			vm_log("qemu pid %d did not die", (int)vm->pid);
 			return VM_ETIMEDOUT;
 		}
+		/* QEMU removes its pid file only when it exits by itself: nobody should find ours */
+		if (vm->pid_path)
+			unlink(vm->pid_path);
 	}
 	vm_qmp_close(vm->qmp);
 	vm->qmp = NULL;

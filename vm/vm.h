@@ -132,7 +132,7 @@ int vm_load_device_state(struct vm *vm, const char *path);
 
 /* "quit" and wait for QEMU to exit (SIGKILL after the timeout). */
 int vm_quit(struct vm *vm);
-/* SIGKILL and wait. */
+/* SIGKILL and wait; removes the pid file QEMU could not remove itself. */
 int vm_kill(struct vm *vm);
 
 /* Wait until a line of the guest console log contains needle; copy the last such line (without

@@ -886,6 +886,12 @@ static int walk_cb(const struct tracker_chunk *c, void *arg)
 
 	if (c->image < 0 || c->image >= OVERLAY_NIMAGES || c->idx >= overlay_nchunks(w->ov, c->image))
 		return w->err = HO_ECORRUPT;
+	if (w->o->skip && w->o->skip(w->o->skip_arg, c->image, c->idx)) {
+		/* post-copy: the chunk server delivered it; the run ends before it */
+		if (w->count && (rc = flush_run(w)))
+			return w->err = rc;
+		return 0;
+	}
 	if (w->count && (c->image != w->img || c->idx != w->first + w->count || (w->count + 1) * w->cs > w->run_max)) {
 		if ((rc = flush_run(w)))
 			return w->err = rc;

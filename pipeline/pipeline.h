@@ -63,6 +63,10 @@ struct export_opts {
 	                                frames and a small socket buffer) */
 	const volatile int *cancel;  /* TCP: once *cancel is set (another thread), stop with HO_ECONN
 	                                before the next frame */
+	bool (*skip)(void *arg, int img, uint64_t idx);   /* post-copy: leave out the chunks for which
+	                                it is true when the stream reaches them (the chunk server
+	                                delivered them already); NULL = none */
+	void *skip_arg;
 };
 
 struct export_result {
@@ -229,6 +233,9 @@ int postcopy_server_start(const char *dir, const uint8_t *manifest, size_t mlen,
 struct postcopy_stats { uint64_t requests, chunks, bytes; };
 /* Stop it (closes the connection); *st (may be NULL) gets what it served. */
 void postcopy_server_stop(struct postcopy_server *s, struct postcopy_stats *st);
+/* True once chunk idx of img was written whole to the destination (any thread; for
+ * export_opts.skip, with s as its arg). */
+bool postcopy_server_sent(void *s, int img, uint64_t idx);
 
 /* The destination: true if an accepted connection opens with the chunk server's greeting (only
  * peeks; waits up to timeout_ms for the first bytes). */

@@ -285,10 +285,18 @@ static int send_chunk(struct postcopy_server *s, int img, uint64_t idx, uint8_t 
 	tag_of(s->mac, hdr, payload, plen, tag);
 	if (ho_write_full(s->fd, hdr, REC_HDR) || ho_write_full(s->fd, tag, TAG_LEN) || ho_write_full(s->fd, payload, plen))
 		return HO_ECONN;
-	set_bit(s->sent[img], idx);
+	__atomic_fetch_or(&s->sent[img][idx >> 3], (uint8_t)(1u << (idx & 7)), __ATOMIC_RELEASE);
 	s->st.chunks++;
 	s->st.bytes += REC_HDR + TAG_LEN + plen;
 	return 0;
+}
+
+bool postcopy_server_sent(void *arg, int img, uint64_t idx)
+{
+	const struct postcopy_server *s = arg;
+	if (img < 0 || img >= OVERLAY_NIMAGES || idx >= s->n[img])
+		return false;
+	return __atomic_load_n(&s->sent[img][idx >> 3], __ATOMIC_ACQUIRE) >> (idx & 7) & 1;
 }
 
 static void *server_main(void *arg)
@@ -311,7 +319,7 @@ static void *server_main(void *arg)
 				s->st.requests++;
 				/* the chunk, then following ones of its run the receiver will want next */
 				for (uint64_t i = idx, k = 0; i < s->n[img] && bit(s->want[img], i) && k <= PREFETCH; i++, k++) {
-					if (bit(s->sent[img], i) && i != idx)
+					if (i != idx && postcopy_server_sent(s, (int)img, i))
 						continue;
 					if (send_chunk(s, (int)img, i, raw, rec, out, cap))
 						goto done;

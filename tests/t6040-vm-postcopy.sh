@@ -118,9 +118,12 @@ import json, sys
 r = json.load(open(sys.argv[1]))
 assert r["handed_off"] is True and r["postcopy"] is True, "handed off with post-copy"
 assert r["postcopy_chunks"] > 0, "chunks came after the resume"
-assert r["postcopy_demand_requests"] > 0 and r["postcopy_demand_chunks"] >= r["postcopy_demand_requests"] * 0, "demand"
+assert r["postcopy_demand_requests"] > 0 and r["postcopy_demand_chunks"] >= r["postcopy_demand_requests"], "demand"
 assert r["rounds"][-1]["live"] is False and r["rounds"][0]["live"] is True
-assert r["rounds"][-1]["memory_chunks"] + r["rounds"][-1]["disk_chunks"] == r["postcopy_chunks"]
+streamed = r["rounds"][-1]["memory_chunks"] + r["rounds"][-1]["disk_chunks"]
+# the stream leaves out what the chunk server delivered first; between them, every chunk came
+assert streamed <= r["postcopy_chunks"], "the stream carried no more than the manifest"
+assert streamed + r["postcopy_demand_chunks"] >= r["postcopy_chunks"], "every chunk came one way or the other"
 assert 0 < r["downtime_seconds"] < r["postcopy_seconds"], "resumed before the last chunk arrived"
 PY
 then ok "report: post-copy, demand requests answered, resumed before the last chunk arrived"

@@ -213,6 +213,26 @@ static void pc_fetch(void *arg, int img, uint64_t idx)
 	pthread_mutex_unlock(&m->pc.want_lock);
 }
 
+/* The stream leaves out what the chunk server delivered before the stream reached it, and the
+ * two connections race: after a verified stream, the chunks still awaited must come from the
+ * chunk server, which the source stops (after its last whole answer) once we acknowledged the
+ * stream. True when nothing is awaited any more; false once the server's connection ended
+ * (or 120 s passed) with chunks still awaited. */
+static bool pc_await_server(struct mirror *m)
+{
+	uint64_t deadline = ho_mono_ns() + 120000000000ull;
+	for (;;) {
+		if (!fs_pending_count(m->fs))
+			return true;
+		pthread_mutex_lock(&m->pc.want_lock);
+		bool open_ = m->pc.server_fd >= 0;
+		pthread_mutex_unlock(&m->pc.want_lock);
+		if (!open_ || ho_mono_ns() > deadline)
+			return fs_pending_count(m->fs) == 0;
+		usleep(2000);
+	}
+}
+
 /* the chunk server's channel is open: requests may go to it, first those queued meanwhile */
 static void pc_server_ready(void *arg)
 {
@@ -357,7 +377,7 @@ static int apply_stream(struct mirror *m, int fd, bool tcp, const char *from, st
 			char why[160];
 			snprintf(why, sizeof(why), "the stream was refused: %s", ho_strerror(rc));
 			pc_fail(m, why);
-		} else if (fs_pending_count(m->fs)) {
+		} else if (fs_pending_count(m->fs) && !pc_await_server(m)) {
 			char why[160];
 			snprintf(why, sizeof(why), "%" PRIu64 " chunks of the manifest were not in the stream",
 				 fs_pending_count(m->fs));

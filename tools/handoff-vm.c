@@ -1515,6 +1515,8 @@ static int migrate_postcopy(struct conn *cn, struct report *rep, const char *ovl
 	struct export_opts peo = *eo;
 	bool watching = pthread_create(&hw.th, NULL, hangup_main, &hw) == 0;
 	peo.cancel = &hw.cancel;
+	peo.skip = postcopy_server_sent;      /* what the chunk server answered need not come twice */
+	peo.skip_arg = srv;
 	rc = export_round(ovl, stream_to, &peo, since, until, false, true, &rep->r[rep->n]);
 	if (watching) {
 		hw.stop = 1;

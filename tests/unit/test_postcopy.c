@@ -295,6 +295,11 @@ static void session(const char *name, const uint8_t *mf, size_t mlen, const uint
 		   "%s: memory 7, 8, 9 once each, nothing for disk 20 (not in the manifest)", name);
 		ok(r.same[1][7] && r.same[1][8] && r.same[1][9], "%s: their bytes are the overlay's (zero, deltas)", name);
 		pthread_mutex_unlock(&r.mu);
+		/* what the stream may leave out: exactly what was written whole */
+		ok(postcopy_server_sent(srv, 1, 7) && postcopy_server_sent(srv, 1, 9) && !postcopy_server_sent(srv, 1, 10) &&
+		   !postcopy_server_sent(srv, 0, 20) && !postcopy_server_sent(srv, 0, 10) &&
+		   !postcopy_server_sent(srv, 2, 0) && !postcopy_server_sent(srv, 1, 1ull << 40),
+		   "%s: sent: memory 7..9 yes; memory 10, disk 10, 20, out of range no", name);
 		/* the rest of the manifest */
 		postcopy_request(r.fd, 0, 10);       /* answers 10..13 */
 		postcopy_request(r.fd, 0, 12);       /* asked again: answered again */

@@ -99,6 +99,13 @@ static void on_published(void *arg, int img, uint64_t off, uint64_t len)
 	published_bytes += len;
 }
 
+/* post-copy's export_opts.skip: the chunk server delivered disk chunk 1 */
+static bool skip_disk1(void *arg, int img, uint64_t idx)
+{
+	(void)arg;
+	return img == 0 && idx == 1;
+}
+
 int main(void)
 {
 	char src[300], dst[300], base[300], cmd[700];
@@ -157,6 +164,17 @@ int main(void)
 	is_int(rc, 0, "export the reference stream");
 	diag("reference stream: %zu bytes, %llu frames", m.len, (unsigned long long)er.frames);
 	ok(m.len < 8000 && er.frames >= 3, "reference stream is small and has several frames");
+	{
+		struct export_opts so = eo;
+		struct export_result sr;
+		struct mem ms = { 0 };
+		so.skip = skip_disk1;
+		rc = export_run(src, closed, &so, mem_emit, &ms, &sr);
+		ok(rc == 0 && er.chunks[0] == 2 && sr.chunks[0] == 1 && sr.chunks[1] == er.chunks[1],
+		   "skip leaves out exactly the chunk it names (disk %llu of %llu, memory %llu)",
+		   (unsigned long long)sr.chunks[0], (unsigned long long)er.chunks[0], (unsigned long long)sr.chunks[1]);
+		free(ms.p);
+	}
 
 	/* receiver */
 	rc = open_both(dst, b, OVERLAY_CREATE | OVERLAY_LOCK, TRACKER_CREATE, &dov, &dt);

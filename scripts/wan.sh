@@ -171,6 +171,12 @@ exec)     [ $# -ge 2 ] || usage "exec NAME a|b CMD..."
           check_name "$name"; need_root
           exists "$name-$1" || die "no link '$name' (wan.sh up first)"
           side=$1; shift
+          # Only the network namespace: 'ip netns exec' would also give CMD a private copy of
+          # every mount (here '/' is not shared), FUSE mounts included, whose daemons then
+          # outlive their unmount elsewhere while CMD runs. Mounts CMD makes stay visible.
+          if [ -e "/run/netns/$name-$side" ] && command -v nsenter >/dev/null; then
+                  exec nsenter --net="/run/netns/$name-$side" -- "$@"
+          fi
           exec ip netns exec "$name-$side" "$@" ;;
 addr)     [ $# = 1 ] || usage "addr NAME a|b"
           case $1 in a) echo $ADDR_A;; b) echo $ADDR_B;; *) usage "side must be 'a' or 'b', not '$1'";; esac ;;

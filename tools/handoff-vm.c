@@ -770,16 +770,20 @@ static int resume_on_mount(const struct base *b, const char *mnt, const char *ru
 	char disk[PATH_MAX], mem[PATH_MAX];
 	struct vm *vm = NULL;
 	int rc;
+	uint64_t t0 = ho_mono_ns(), t1, t2, t3;
 	vm_config_for(b, mnt, run, accel, &cfg, disk, mem, sizeof(disk));
 	if ((rc = vm_start_incoming(&cfg, &vm)))
 		return vm_fail("cannot start qemu", rc);
+	t1 = ho_mono_ns();
 	vm_set_timeout(vm, 60000);
 	if ((rc = vm_load_device_state(vm, devstate))) {
 		rc = vm_fail("cannot load the device state", rc);
 		goto fail;
 	}
+	t2 = ho_mono_ns();
 	if (gate && (rc = gate->check(gate)))
 		goto fail;
+	t3 = ho_mono_ns();
 	bool running = false;
 	char st[64];
 	if ((rc = vm_query_status(vm, st, sizeof(st), &running))) {
@@ -797,6 +801,9 @@ static int resume_on_mount(const struct base *b, const char *mnt, const char *ru
 	}
 	if (t_running)
 		*t_running = ho_now_ns();
+	ho_info("resume: qemu started in %.2f s, device state loaded in %.2f s, %s%.2f s, running after %.2f s",
+		secs(t1 - t0), secs(t2 - t1), gate ? "images verified after " : "no check: ", secs(t3 - t2),
+		secs(ho_mono_ns() - t3));
 	*out = vm;
 	return 0;
 fail:
@@ -2297,8 +2304,10 @@ static int cmd_receive(int argc, char **argv)
 			uint64_t t0 = ho_mono_ns();
 			if ((rc = resume_and_report(cn, &b, mnt, run, accel, devin, &vm, NULL)))
 				goto lost;
-			ho_notice("VM resumed here in %.2f s while the last round streams: qemu pid %d", secs(ho_mono_ns() - t0),
-				  (int)vm_pid(vm));
+			char st_[256] = "";
+			ho_ctl_call(ovl, "postcopy-status", -1, 5000, st_, sizeof(st_));
+			ho_notice("VM resumed here in %.2f s while the last round streams: qemu pid %d (%s)",
+				  secs(ho_mono_ns() - t0), (int)vm_pid(vm), st_);
 		} else if (!strncmp(line, "COMPLETE ", 9) && postcopy_on) {
 			/* the source's stream was published: the mirror must await nothing and be done */
 			char reply[512];

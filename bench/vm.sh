@@ -141,7 +141,7 @@ run_handoff() {
 	handoff-vm -q start --base "$base" --overlay "$d/src.ovl" --mount "$d/src.mnt" --run-dir "$d/s.run" ||
 		{ echo "failed - - - - start"; return 0; }
 	sleep "$WARM"
-	"$WAN" exec "$NAME" b handoff-vm -q receive --base "$base" --overlay "$d/dst.ovl" --mount "$d/dst.mnt" \
+	"$WAN" exec "$NAME" b handoff-vm receive --base "$base" --overlay "$d/dst.ovl" --mount "$d/dst.mnt" \
 		--run-dir "$d/d.run" --listen "$ADDR_B:7300" --port-file "$d/port" --timeout "$HLIMIT" 2>"$d/recv.log" &
 	local rp=$!
 	# the clock starts once the receiver listens (its first mount hashes the base)

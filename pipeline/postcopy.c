@@ -317,9 +317,11 @@ static void *server_main(void *arg)
 			if (sscanf(buf, "want %u %" SCNu64, &img, &idx) == 2 && img < OVERLAY_NIMAGES && idx < s->n[img] &&
 			    bit(s->want[img], idx)) {
 				s->st.requests++;
-				/* the chunk, then following ones of its run the receiver will want next */
+				/* the chunk, then following ones of its run the receiver will want next; none
+				 * twice: TCP delivers what was sent, and a request for a chunk sent already
+				 * crossed it on the way (a burst of requests for a run the receiver reads) */
 				for (uint64_t i = idx, k = 0; i < s->n[img] && bit(s->want[img], i) && k <= PREFETCH; i++, k++) {
-					if (i != idx && postcopy_server_sent(s, (int)img, i))
+					if (postcopy_server_sent(s, (int)img, i))
 						continue;
 					if (send_chunk(s, (int)img, i, raw, rec, out, cap))
 						goto done;

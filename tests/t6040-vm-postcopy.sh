@@ -129,6 +129,9 @@ PY
 then ok "report: post-copy, demand requests answered, resumed before the last chunk arrived"
 else not_ok "report: post-copy consistent"; sed 's/^/# /' "$T/report.json"; fi
 check "the chunk server answered requests" grep -Eq 'post-copy: the destination ran .* [1-9][0-9]* requests' "$T/migrate.log"
+# the stream starts once the destination runs: its answers to QEMU's faults never queue behind it
+check "the stream began after the destination reported RUNNING" \
+	grep -q 'post-copy: the VM runs on the destination after .* s of downtime; streaming the rest' "$T/migrate.log"
 
 check_fail "source qemu is gone" vmt_alive "$src_pid"
 check_fail "source mount is gone" mountpoint -q "$T/src.mnt"

@@ -10,15 +10,24 @@
 # modifications. Two snapshots of the realistic guest (bench/vm.sh's bases: the same Debian guest
 # after a light and after a heavy workload, disk and RAM) give the base (light) and the changed
 # chunks (every 4 KiB block where heavy differs from light: 791 MiB of memory and 340 MiB of disk
-# for the 1 GiB guest). ADAPT_BENCH_MB MiB of them (default 64; 70 % memory, 30 % disk, whole
-# 1 MiB regions spread over the images) are written through handoff-mount over the light base for
-# the constant-rate rows, ADAPT_BENCH_SCHED_MB (default 640) for the two schedules, which must
-# last long enough to see every phase. The snapshots are looked for in ADAPT_BENCH_GUEST (a
+# for the 1 GiB guest). A sample of them (70 % memory, 30 % disk, whole 1 MiB regions spread over
+# the images) is written through handoff-mount over the light base, its size growing with the
+# rate so that each constant-rate cell measures the steady state, not the start-up (about 15 s
+# or more for the best static mode, up to the whole data set): ADAPT_BENCH_RATE_MB (default
+# "5:64 10:64 25:256 100:640 1000:640", RATE:MiB; ADAPT_BENCH_MB=N gives every rate N MiB), and
+# ADAPT_BENCH_SCHED_MB (default 640) for the two schedules, which must last long enough to see
+# every phase. The samples nest in their regions' order, but a small one is not a prefix of a
+# large one: per-byte ratios differ between them (64 MiB: delta-zstd9 0.27 of the input; 640 MiB:
+# 0.11), so compare cells within a row only. The snapshots are looked for in ADAPT_BENCH_GUEST (a
 # directory with light/ and heavy/, each holding disk.img and memory.img) or else in
 # ${HANDOFF_CACHE:-~/.cache/handoff}/vm-bench/base-{light,heavy}-*M; the light base is copied
 # (sparse) into the work directory, since bench/vm.sh may rebuild that cache at any time.
 # ADAPT_BENCH_DATA=synthetic: a 128 MiB ext4 base of /usr/share files and ADAPT_BENCH_MB MiB of
 # changed blocks (half text, a fifth random, a fifth copies of other base blocks, a tenth zeros).
+#
+# The load row starts its busy processes ADAPT_BENCH_LOAD's seconds after the export (default
+# 4 s: about half of the best static mode's transfer at 100 Mbit/s, so the load meets every mode
+# mid-transfer).
 #
 # Static modes run with as many threads as adaptive (-T, the online CPUs), so the comparison is
 # of modes, not of thread counts. A static run slower than ADAPT_BENCH_CUTOFF (default 2.5) times
@@ -30,19 +39,21 @@
 # --progress=json the adaptive column says so; no figure is ever made up.
 #
 #   ADAPT_BENCH_RATES="5 10 25 100 1000"   ADAPT_BENCH_MODES="raw lz4 ..."   ADAPT_BENCH_REPEAT=1
+#   ADAPT_BENCH_RATE_MB="5:64 10:64 25:256 100:640 1000:640"   ADAPT_BENCH_SCHED_MB=640
 #   ADAPT_BENCH_SCHEDULE="25mbit:10 5mbit:10 100mbit:10 10mbit:10"   (looped)
-#   ADAPT_BENCH_LOAD="100mbit 10 6"   (rate, seconds before the load starts, busy processes)
+#   ADAPT_BENCH_LOAD="100mbit 4 6"   (rate, seconds before the load starts, busy processes)
 #   ADAPT_BENCH_ROWS="rates schedule load"
 set -u
 : "${HANDOFF_BUILD:=$(cd "$(dirname "$0")/.." && pwd)/build}"
 : "${HANDOFF_SRC:=$(cd "$(dirname "$0")/.." && pwd)}"
 export PATH="$HANDOFF_BUILD/bin:$PATH:/usr/sbin:/sbin"
 WAN="$HANDOFF_SRC/scripts/wan.sh"
-MB=${ADAPT_BENCH_MB:-64}
+MB=${ADAPT_BENCH_MB:-}
+RATE_MB=${ADAPT_BENCH_RATE_MB:-"5:64 10:64 25:256 100:640 1000:640"}
 SCHED_MB=${ADAPT_BENCH_SCHED_MB:-640}
 RATES=${ADAPT_BENCH_RATES:-"5 10 25 100 1000"}
 SCHEDULE=${ADAPT_BENCH_SCHEDULE:-"25mbit:10 5mbit:10 100mbit:10 10mbit:10"}
-LOAD=${ADAPT_BENCH_LOAD:-"100mbit 10 6"}
+LOAD=${ADAPT_BENCH_LOAD:-"100mbit 4 6"}
 ROWS=${ADAPT_BENCH_ROWS:-"rates schedule load"}
 REPEAT=${ADAPT_BENCH_REPEAT:-1}
 CUTOFF=${ADAPT_BENCH_CUTOFF:-2.5}
@@ -198,21 +209,32 @@ synthetic_set() {
 if [ -z "$DATA" ]; then
 	if find_guest; then DATA=guest; else DATA=synthetic; fi
 fi
+# rate_mb RATE: MiB of changes for a constant-rate cell at RATE Mbit/s
+rate_mb() {
+	local e
+	[ -n "$MB" ] && { echo "$MB"; return; }
+	for e in $RATE_MB; do [ "${e%%:*}" = "$1" ] && { echo "${e#*:}"; return; }; done
+	echo 64
+}
+# the data set sizes the rows need, each built once as $work/ovl-SIZE
+SIZES=
+case " $ROWS " in *" rates "*) for r in $RATES; do SIZES="$SIZES $(rate_mb "$r")"; done;; esac
+case " $ROWS " in *" schedule "*|*" load "*) SIZES="$SIZES $SCHED_MB";; esac
+[ "$DATA" = synthetic ] && SIZES=$(for s in $SIZES; do [ "$s" -gt 100 ] && s=100; echo "$s"; done)
+SIZES=$(for s in $SIZES; do echo "$s"; done | sort -nu | tr '\n' ' ')
 mkdir -p "$work/base"
 if [ "$DATA" = guest ]; then
 	find_guest || { say "no pair of guest snapshots (light and heavy) found: ADAPT_BENCH_DATA=synthetic"; exit 1; }
 	say "real guest data: base $LIGHT, changes from $HEAVY"
 	cp --sparse=always "$LIGHT/disk.img" "$LIGHT/memory.img" "$work/base/" || { say "cannot copy the base"; exit 1; }
 	MEMARG=(--memory "$work/base/memory.img")
-	guest_set "$work/ovl" "$MB" || { say "cannot build the data set"; exit 1; }
-	case " $ROWS " in *" schedule "*|*" load "*) guest_set "$work/ovl-big" "$SCHED_MB" || exit 1;; esac
+	for s in $SIZES; do guest_set "$work/ovl-$s" "$s" || { say "cannot build the data set"; exit 1; }; done
 	DESC="a real guest's changes (light -> heavy snapshot of the realistic guest, $(($(stat -c %s "$work/base/memory.img") >> 20)) MiB RAM)"
 else
 	say "synthetic data"
 	MEMARG=(--memory-size 32M)
-	synthetic_set "$work/ovl" "$MB" || exit 1
 	[ "$SCHED_MB" -gt 100 ] && SCHED_MB=100
-	case " $ROWS " in *" schedule "*|*" load "*) synthetic_set "$work/ovl-big" "$SCHED_MB" || exit 1;; esac
+	for s in $SIZES; do synthetic_set "$work/ovl-$s" "$s" || exit 1; done
 	DESC="synthetic changes of a 128 MiB disk"
 fi
 
@@ -326,27 +348,32 @@ row() {   # row LABEL OVL ORDER PREP: PREP is eval'd before each export (rate, s
 }
 
 echo
-echo "Transfer time in seconds (median of $REPEAT) of $DESC: $MB MiB changed at constant rates,"
-echo "$SCHED_MB MiB under the schedules. Static modes run -T $NCPU like adaptive; '>T' = stopped at"
-echo "T s (slower than $CUTOFF x the row's best). adaptive/best < 1 means adaptive won. $NCPU cores, shared."
+echo "Transfer time in seconds (median of $REPEAT) of $DESC: at constant rates, a sample"
+echo "of the changes growing with the rate so that cells measure the steady state (MiB in the link"
+echo "column; ratios differ between samples, compare within a row), $SCHED_MB MiB under the schedules."
+echo "Static modes run -T $NCPU like adaptive; '>T' = stopped at T s (slower than $CUTOFF x the row's"
+echo "best). adaptive/best < 1 means adaptive won. $NCPU cores, shared. The last column lists the"
+echo "modes of adaptive's progress lines (a line every 0.5 s while it encodes; none while it waits"
+echo "for acknowledgements)."
 echo "Start: $(uptime)"
 echo
-printf '| link | load | %s | adaptive | best static | adaptive/best | adaptive modes (x lines, 0.5 s each) |\n' "$(echo $MODES | sed 's/ / | /g')"
+printf '| link | load | %s | adaptive | best static | adaptive/best | adaptive modes (x progress lines) |\n' "$(echo $MODES | sed 's/ / | /g')"
 printf '|---|---|%s---|---|---|---|\n' "$(for _ in $MODES; do printf -- '---|'; done)"
 for what in $ROWS; do
 	case $what in
 	rates)
 		for r in $RATES; do
 			o=strong; [ "$r" -ge 100 ] && o=light
-			row "${r} Mbit/s" "$work/ovl" $o "\"\$WAN\" rate $NAME ${r}mbit"
+			s=$(rate_mb "$r"); [ "$DATA" = synthetic ] && [ "$s" -gt 100 ] && s=100
+			row "${r} Mbit/s, $s MiB" "$work/ovl-$s" $o "\"\$WAN\" rate $NAME ${r}mbit"
 		done ;;
 	schedule)
 		first=${SCHEDULE%% *}; first=${first%%:*}
-		row "schedule $(echo "$SCHEDULE" | sed 's/mbit:/@/g; s/ / > /g') (Mbit/s@s, looped)" "$work/ovl-big" strong \
+		row "schedule $(echo "$SCHEDULE" | sed 's/mbit:/@/g; s/ / > /g') (Mbit/s@s, looped), $SCHED_MB MiB" "$work/ovl-$SCHED_MB" strong \
 			"\"\$WAN\" rate $NAME $first; \"\$WAN\" schedule $NAME \"$SCHEDULE\" --loop >/dev/null" ;;
 	load)
 		read -r lrate lat ln <<<"$LOAD"
-		row "$lrate, $ln busy processes from ${lat} s on" "$work/ovl-big" strong \
+		row "$lrate, $ln busy processes from ${lat} s on, $SCHED_MB MiB" "$work/ovl-$SCHED_MB" strong \
 			"\"\$WAN\" rate $NAME $lrate; load_start $lat $ln" ;;
 	esac
 done

@@ -33,6 +33,19 @@
 /* Network samples shorter than this are pooled first: single acks come in bursts, and a sender
  * starved of CPU reads them in bunches, after gaps of a scheduler period or more. */
 #define NET_MIN_WINDOW_NS 150000000ull
+#define NET_GROW_MAX      16.0
+#define NET_LEARN_NS      1000000000ull
+#define FAT_IDLE_RUN      4
+#define CORR_MIN          0.4
+/* between modes of different groups, the corrections' ratio, kept within less than the
+ * hysteresis: corrections are learnt from frames and samples of different data (and from the
+ * warm-up's small frames), and on data where two modes' samples tie (zero pages, duplicates) a
+ * wider factor alone made a light mode look better on a thin link (bench/adapt.sh, 25 Mbit/s) */
+#define CORR_X_MIN        0.95
+#define CORR_MAX          2.5
+#define CORR_TAU_MUL      5
+#define CORR_NEAR_NS      1000000000ull
+#define CORR_FADE_MUL     2
 #define MIN_RATIO         1e-6
 #define MIN_RATE          1.0
 #define ADAPT_RING        4096
@@ -60,6 +73,7 @@ struct est {
 struct amode {
 	char name[ADAPT_NAME_MAX];
 	unsigned threads;     /* 0 = all cores */
+	unsigned group;       /* shares frame/probe corrections with its group (0: none) */
 	struct ema speed;     /* input bytes per CPU-second */
 	struct ema ratio;     /* output / input */
 	uint64_t t_obs;       /* last observation of any kind */
@@ -71,8 +85,21 @@ struct amode {
 	 * frame/probe correction, learnt whenever it is current (1 until then). */
 	struct ema pratio;    /* output / input on probe samples */
 	struct ema corr;      /* frame ratio / probe ratio, learnt while this mode was current */
+	/* How this mode compares with the others on the same samples: log(probe ratio) less that of
+	 * the mode probed beside it on the same sample (adapt_observe_probe_ref), plus that mode's
+	 * offset. Data changes from one region to the next (zero pages, text, compressed files) move
+	 * every mode's ratio at once; differences on one sample do not move with them, so another
+	 * mode's ratio is predicted from the current mode's frames, scaled by the difference. */
+	struct ema off;
+	/* The same for speed: a probe's speed depends on its sample (zero chunks cost nothing, text
+	 * a lot) and leaves out what every mode pays in the pipeline (reading, hashing, sending), so
+	 * another mode's speed is the current mode's from its frames, scaled by how the two compared
+	 * on the same samples. */
+	struct ema sfr;       /* input bytes per CPU-second, from frames only */
+	struct ema soff;      /* log(probe speed) offset, as off */
 	uint64_t t_probe;     /* last probe */
 	bool probed;
+	double last_fr, last_pr;   /* the last frame sample's ratio, the last probe's */
 };
 
 struct adapt {
@@ -88,6 +115,15 @@ struct adapt {
 	bool net_acc_sat;
 	bool net_seen;
 	uint64_t net_last_sat;       /* last time a saturated sample arrived (or first sample) */
+	uint64_t net_t;              /* last time any network sample was taken in */
+	double net_max;              /* the highest throughput any sample showed */
+	uint64_t net_ns;             /* time covered by the network samples taken in */
+	bool sat_seen;               /* a saturated sample came in: the link was measured */
+	bool fat_seen;               /* ...or one, not saturated, above the estimate, or the socket
+	                                seen empty FAT_IDLE_RUN times in a row: it is fat */
+	unsigned q_idle_run;
+	bool first_t_set;
+	uint64_t first_t;            /* the first adapt_decide() */
 	uint64_t net_grow_t;         /* last time the app-limited growth was applied */
 	uint64_t grow_after;         /* current wait before growing (backs off on failures) */
 	bool grown;                  /* bw estimate inflated since the last saturated sample */
@@ -151,7 +187,8 @@ void adapt_params_init(struct adapt_params *p)
 	p->min_dwell_ns = 2000000000ull;
 	p->decide_interval_ns = 1000000000ull;
 	p->big_change = 0.5;
-	p->probe_interval_ns = 1000000000ull;
+	p->probe_interval_ns = 500000000ull;
+	p->probe_time_ns = 20000000ull;
 	p->probe_span = 2;
 	p->probe_budget = 0.05;
 	p->probe_bytes = 1024 * 1024;
@@ -170,7 +207,7 @@ static void params_fill(struct adapt_params *p, const struct adapt_params *in)
 	FILL(ncores); FILL(initial_bw); FILL(tau_rate_ns); FILL(tau_ratio_ns); FILL(tau_net_ns);
 	FILL(tau_cpu_ns); FILL(first_weight); FILL(hysteresis); FILL(min_dwell_ns);
 	FILL(decide_interval_ns); FILL(big_change); FILL(probe_interval_ns); FILL(probe_span);
-	FILL(probe_budget); FILL(probe_bytes); FILL(net_grow_after_ns); FILL(net_grow_rate);
+	FILL(probe_budget); FILL(probe_bytes); FILL(probe_time_ns); FILL(net_grow_after_ns); FILL(net_grow_rate);
 #undef FILL
 	if (p->first_weight > 1)
 		p->first_weight = 1;
@@ -223,6 +260,20 @@ static void est_add(struct adapt *a, struct est *e, double x, uint64_t now, uint
 	}
 }
 
+/* Mode i's speed (input bytes per CPU-second on one core): the current mode's from its frames;
+ * another's from the current mode's frames and how the two compared on the same samples;
+ * otherwise from all its observations (or the profile). */
+static double speed_of(const struct adapt *a, size_t i)
+{
+	const struct amode *m = &a->m[i], *c = &a->m[a->cur];
+
+	if (i == a->cur && m->sfr.seen && m->t_obs >= a->last_switch)
+		return m->sfr.v;
+	if (i != a->cur && m->soff.seen && c->soff.seen && c->sfr.seen && c->t_obs >= a->last_switch)
+		return c->sfr.v * exp(m->soff.v - c->soff.v);
+	return m->speed.v;
+}
+
 /* Processing rate of mode i on the cores we can have now. */
 static double proc_rate(const struct adapt *a, size_t i)
 {
@@ -233,7 +284,44 @@ static double proc_rate(const struct adapt *a, size_t i)
 	/* even a saturated machine gives us a sliver; never predict zero */
 	if (use < 0.02)
 		use = 0.02;
-	return HO_MAX(a->m[i].speed.v * use, MIN_RATE);
+	return HO_MAX(speed_of(a, i) * use, MIN_RATE);
+}
+
+/* Mode i's frame/probe correction: its own once learnt, else the one its group learnt last
+ * (a mode never current would otherwise be judged by its samples against the current mode's
+ * frames, and a strong mode whose frames gain much over samples would never get its turn). */
+static double corr_of(const struct adapt *a, size_t i)
+{
+	const struct amode *m = &a->m[i], *g = NULL;
+
+	if (!m->corr.seen) {
+		for (size_t j = 0; m->group && j < a->n; j++)
+			if (a->m[j].group == m->group && a->m[j].corr.seen && (!g || a->m[j].corr.t > g->corr.t))
+				g = &a->m[j];
+		m = g;
+	}
+	if (!m)
+		return 1.0;
+	/* a correction learnt long ago fades: it came from noisy samples, and a mode made to look
+	 * worse than it is by one would never be current again to learn better */
+	double age = a->last_eval > m->corr.t ? (double)(a->last_eval - m->corr.t) : 0.0;
+	return exp(m->corr.v * exp(-age / ((double)a->p.tau_ratio_ns * CORR_FADE_MUL)));
+}
+
+/* Learn mode i's frame/probe correction from its last frame sample and its last probe, taken
+ * within CORR_NEAR_NS of each other: the nearest data to each other there is (the probe's sample
+ * is the newest input, the last frame the input just before). Still of different data, so noisy:
+ * averaged in log space over CORR_TAU_MUL ratio time constants, the first one taken at half weight
+ * against no correction, and clamped to what frame and sample sizes can explain. */
+static void corr_learn(struct adapt *a, size_t i, uint64_t now)
+{
+	struct amode *m = &a->m[i];
+	uint64_t dt = m->t_obs > m->t_probe ? m->t_obs - m->t_probe : m->t_probe - m->t_obs;
+
+	if (dt > CORR_NEAR_NS || !(m->last_pr > 0) || !(m->last_fr > 0))
+		return;
+	ema_add(&m->corr, log(clampd(m->last_fr / m->last_pr, CORR_MIN, CORR_MAX)), now, 0,
+	        a->p.tau_ratio_ns * CORR_TAU_MUL, 0.5);
 }
 
 /* The ratio to expect from mode i: the current mode's from its frames; another's from its probes
@@ -241,12 +329,20 @@ static double proc_rate(const struct adapt *a, size_t i)
  * current, and comparable with each other); before any probe, from its frames or the profile. */
 static double eff_ratio(const struct adapt *a, size_t i)
 {
-	const struct amode *m = &a->m[i];
+	const struct amode *m = &a->m[i], *c = &a->m[a->cur];
 
-	if (i == a->cur && m->observed && m->ratio.seen && !(m->probed && m->t_probe > m->t_obs))
+	/* the current mode: its frames since it became current (else its probes, fresher than
+	 * frames from an earlier turn) */
+	if (i == a->cur && m->observed && m->ratio.seen && (m->t_obs >= a->last_switch || !m->probed))
 		return m->ratio.v;
+	/* another: from the current mode's frames and how the two compared on the same samples
+	 * (and how differently their frames gain over samples, unless they are of one group) */
+	if (i != a->cur && m->off.seen && c->off.seen && c->observed && c->ratio.seen && c->t_obs >= a->last_switch)
+		return c->ratio.v * exp(m->off.v - c->off.v) *
+		       (m->group && m->group == c->group ? 1.0 :
+		        clampd(corr_of(a, i) / corr_of(a, a->cur), CORR_X_MIN, 1 / CORR_X_MIN));
 	if (m->probed)
-		return m->pratio.v * (m->corr.seen ? m->corr.v : 1.0);
+		return m->pratio.v * corr_of(a, i);
 	return m->ratio.v;
 }
 
@@ -304,6 +400,7 @@ struct adapt *adapt_new(const struct adapt_mode_profile *modes, size_t n, const 
 	for (size_t i = 0; i < n; i++) {
 		snprintf(a->m[i].name, sizeof(a->m[i].name), "%s", modes[i].name);
 		a->m[i].threads = modes[i].threads;
+		a->m[i].group = modes[i].group;
 		a->m[i].speed.v = modes[i].rate;
 		a->m[i].ratio.v = modes[i].ratio;
 	}
@@ -380,22 +477,25 @@ static void mode_add(struct adapt *a, size_t i, uint64_t in, uint64_t out, uint6
 	ema_add(&m->speed, (double)in / ((double)cpu_ns / NS_PER_S), now, wall_ns, a->p.tau_rate_ns,
 	        a->p.first_weight);
 	if (!probe) {
+		ema_add(&m->sfr, (double)in / ((double)cpu_ns / NS_PER_S), now, wall_ns, a->p.tau_rate_ns, 1.0);
 		ema_add(&m->ratio, r, now, wall_ns, a->p.tau_ratio_ns, m->ratio.seen ? 1.0 : a->p.first_weight);
+		m->last_fr = r;
 		m->t_obs = now;
 		m->observed = true;
 		/* first frames of a mode probed before: a first correction until it is probed again */
 		if (i == a->cur && m->probed && !m->corr.seen)
-			ema_add(&m->corr, clampd(m->ratio.v / m->pratio.v, 0.2, 5.0), now, 0, a->p.tau_ratio_ns, 1.0);
+			corr_learn(a, i, now);
 		return;
 	}
 	ema_add(&m->pratio, r, now, wall_ns, a->p.tau_ratio_ns, 1.0);
+	m->last_pr = r;
 	m->t_probe = now;
 	m->probed = true;
 	if (!m->ratio.seen)
 		m->ratio.v = m->ratio.v * (1 - a->p.first_weight) + r * a->p.first_weight;
 	/* a probe of the mode whose frames we see: how much better its frames do than samples */
 	if (i == a->cur && m->observed && m->ratio.seen)
-		ema_add(&m->corr, clampd(m->ratio.v / m->pratio.v, 0.2, 5.0), now, 0, a->p.tau_ratio_ns, 1.0);
+		corr_learn(a, i, now);
 }
 
 int adapt_observe_mode(struct adapt *a, size_t mode_idx, uint64_t input_bytes, uint64_t output_bytes,
@@ -427,10 +527,49 @@ int adapt_observe_probe(struct adapt *a, size_t mode_idx, uint64_t input_bytes, 
 		a->probe_tokens += a->probe_reserved;    /* give back the estimate, charge the truth */
 		a->probe_reserved = 0;
 	}
-	a->probe_tokens -= (double)cpu_ns;
+	/* probes before the first adapt_probe_due() (a calibration of every mode at the start) are
+	 * a one-time cost, not the running budget's: charged, they would hold the first probes of
+	 * the running export back for a second or more, while it runs on a guess */
+	if (a->probe_primed)
+		a->probe_tokens -= (double)cpu_ns;
 	if (input_bytes == 0 || cpu_ns == 0)
 		return 0;
 	mode_add(a, mode_idx, input_bytes, output_bytes, cpu_ns, wall_ns, now_ns, true);
+	return 0;
+}
+
+/* Blend x into mode m's offset e, relative to the reference's offset re (anchored at 0 on the
+ * first comparison: only differences count). */
+static void off_add(struct adapt *a, struct ema *e, struct ema *re, double x, uint64_t now, uint64_t dur)
+{
+	if (!re->seen) {
+		re->v = e->seen ? e->v - x : 0.0;
+		re->t = now;
+		re->seen = true;
+		if (e->seen)
+			return;
+	}
+	ema_add(e, re->v + x, now, dur, a->p.tau_ratio_ns, 1.0);
+}
+
+int adapt_observe_probe_ref(struct adapt *a, size_t mode_idx, uint64_t input_bytes, uint64_t output_bytes,
+                            uint64_t cpu_ns, uint64_t wall_ns, size_t ref_idx, uint64_t ref_output,
+                            uint64_t ref_cpu_ns, uint64_t now_ns)
+{
+	struct amode *m, *r;
+	int rc;
+
+	if (mode_idx >= a->n || ref_idx >= a->n)
+		return HO_EINVAL;
+	if ((rc = adapt_observe_probe(a, mode_idx, input_bytes, output_bytes, cpu_ns, wall_ns, now_ns)))
+		return rc;
+	if (mode_idx == ref_idx || input_bytes == 0 || output_bytes == 0 || ref_output == 0)
+		return 0;
+	m = &a->m[mode_idx];
+	r = &a->m[ref_idx];
+	off_add(a, &m->off, &r->off, log((double)output_bytes / (double)ref_output), now_ns, wall_ns);
+	if (cpu_ns && ref_cpu_ns)
+		off_add(a, &m->soff, &r->soff, log((double)ref_cpu_ns / (double)cpu_ns), now_ns, wall_ns);
 	return 0;
 }
 
@@ -447,12 +586,16 @@ void adapt_observe_net(struct adapt *a, uint64_t acked_bytes, uint64_t wall_ns, 
 	if (a->net_acc_ns < NET_MIN_WINDOW_NS)
 		return;
 	x = (double)a->net_acc_bytes / ((double)a->net_acc_ns / NS_PER_S);
+	a->net_t = now_ns;
+	a->net_max = HO_MAX(a->net_max, x);
+	a->net_ns += a->net_acc_ns;
 	if (!a->net_seen) {
 		a->net_seen = true;
 		a->net_last_sat = now_ns;
 		a->net_grow_t = now_ns;
 	}
 	if (a->net_acc_sat) {
+		a->sat_seen = true;
 		/* an inflated value was a guess: let the truth replace it at once */
 		est_add(a, &a->bw, x, now_ns, a->grown ? a->p.tau_net_ns * 8 : a->net_acc_ns, a->p.tau_net_ns);
 		a->grown = false;
@@ -460,6 +603,7 @@ void adapt_observe_net(struct adapt *a, uint64_t acked_bytes, uint64_t wall_ns, 
 		a->net_grow_t = now_ns;
 	} else if (x > a->bw.slow.v) {
 		/* app-limited: the link carried at least x, maybe much more */
+		a->fat_seen = true;
 		est_add(a, &a->bw, x, now_ns, a->net_acc_ns, a->p.tau_net_ns);
 	}
 	a->net_acc_bytes = 0;
@@ -541,6 +685,11 @@ void adapt_observe_queue(struct adapt *a, uint64_t queued_bytes, uint64_t now_ns
 	if (queued_bytes == 0) {
 		a->q_idle_t = now_ns;
 		a->q_idle_seen = true;
+		/* the link drained all we gave it, time after time: it is faster than we produce */
+		if (++a->q_idle_run >= FAT_IDLE_RUN)
+			a->fat_seen = true;
+	} else {
+		a->q_idle_run = 0;
 	}
 }
 
@@ -578,6 +727,10 @@ static void net_grow(struct adapt *a, uint64_t now)
 	from = HO_MAX(a->net_grow_t, from + a->grow_after);
 	if (now > from)
 		a->bw.fast.v = a->bw.slow.v *= pow(1 + a->p.net_grow_rate, (double)(now - from) / NS_PER_S);
+	/* a guess, not a blank cheque: a link NET_GROW_MAX times faster than anything seen so far
+	 * makes every light mode win already (and the sender's ack window follows the estimate) */
+	if (a->net_max > 0 && a->bw.slow.v > a->net_max * NET_GROW_MAX)
+		a->bw.fast.v = a->bw.slow.v = HO_MAX(a->net_max * NET_GROW_MAX, HO_MIN(a->bw.slow.v, a->p.initial_bw));
 	a->net_grow_t = now;
 	a->grown = true;
 }
@@ -613,6 +766,17 @@ size_t adapt_decide(struct adapt *a, uint64_t now_ns)
 	 * CPU-bound mode as soon as a lighter one might pay */
 	if (a->evaluated && !a->big_pending && !a->grown && now_ns - a->last_eval < a->p.decide_interval_ns)
 		return a->cur;
+	/* Nothing measured the link yet: the bandwidth is the initial guess, and a decision on it
+	 * (e.g. a light mode picked on a 100 Mbit/s guess, on the first sample's ratios) would run
+	 * until the acks tell: on a thin link, for seconds of it. Keep the initial mode until the
+	 * link was seen saturated (it is as thin as it carries) or carrying more than the guess
+	 * without being saturated (it is fat), or for NET_LEARN_NS (a file: no acks at all). */
+	if (!a->first_t_set) {
+		a->first_t_set = true;
+		a->first_t = now_ns;
+	}
+	if (!a->sat_seen && !a->fat_seen && now_ns - a->first_t < NET_LEARN_NS)
+		return a->cur;
 	a->decisions++;
 	best = best_mode(a);
 	/* an inflated bandwidth estimate is a guess that grows until something lighter wins: try the
@@ -625,8 +789,18 @@ size_t adapt_decide(struct adapt *a, uint64_t now_ns)
 		/* the dwell gives way to a big change, and to a lighter mode tried on an inflated
 		 * bandwidth estimate (whose failures back off on their own) */
 		bool lighter = a->grown && best < a->cur;
-		if (cb > cc * (1 + a->p.hysteresis) &&
-		    (a->big_pending || lighter || !a->switched || now_ns - a->last_switch >= a->p.min_dwell_ns)) {
+		/* on a guess, one step at a time: the next only once the link answered the last one
+		 * (a sample taken in at least a quarter of the dwell after it). A sender starved of
+		 * CPU reads its acks late, and would otherwise run down to raw before the link's
+		 * answer to the first step, a saturated sample, came in. */
+		bool wait = lighter && a->grow_switch &&
+		            !(a->net_t > a->grow_switch_t && a->net_t - a->grow_switch_t >= a->p.min_dwell_ns / 4);
+		/* nor does the dwell hold a mode predicted to lose by more than the big-change factor
+		 * (the first estimates come from tiny samples; a wrong start would otherwise last) */
+		bool big_gain = cb > cc * (1 + a->p.big_change);
+		if (!wait && cb > cc * (1 + a->p.hysteresis) &&
+		    (a->big_pending || lighter || big_gain || !a->switched ||
+		     now_ns - a->last_switch >= a->p.min_dwell_ns)) {
 			ho_debug("mode '%s' -> '%s': predicted %.3g -> %.3g B/s (bw %.3g B/s, cpu %.2f)",
 			         a->m[a->cur].name, a->m[best].name, cc, cb, a->bw.slow.v, a->cpu.slow.v);
 			grow_account(a, best, now_ns);
@@ -644,6 +818,29 @@ size_t adapt_decide(struct adapt *a, uint64_t now_ns)
 	return a->cur;
 }
 
+/* CPU ns a probe of mode i costs: its sample (adapt_probe_bytes) with mode i, and with the
+ * current mode beside it when i is another one. */
+static double probe_cost(const struct adapt *a, size_t i)
+{
+	double per_byte = 1.0 / a->m[i].speed.v;
+
+	if (i != a->cur)
+		per_byte += 1.0 / a->m[a->cur].speed.v;
+	/* (the probes' own speeds: what a probe costs, not what the mode would in the pipeline) */
+	return (double)adapt_probe_bytes(a, i) * per_byte * NS_PER_S;
+}
+
+uint64_t adapt_probe_bytes(const struct adapt *a, size_t idx)
+{
+	double per_byte, b;
+
+	if (idx >= a->n)
+		return 0;
+	per_byte = 1.0 / a->m[idx].speed.v + (idx != a->cur ? 1.0 / a->m[a->cur].speed.v : 0.0);
+	b = (double)a->p.probe_time_ns / NS_PER_S / per_byte;
+	return (uint64_t)clampd(b, (double)HO_MIN(a->p.probe_bytes, 65536ull), (double)a->p.probe_bytes);
+}
+
 bool adapt_probe_due(struct adapt *a, uint64_t now_ns, size_t *mode_idx)
 {
 	size_t lo, hi, pick = SIZE_MAX;
@@ -656,7 +853,9 @@ bool adapt_probe_due(struct adapt *a, uint64_t now_ns, size_t *mode_idx)
 		a->probe_t = now_ns;
 	}
 	if (now_ns > a->probe_t) {
-		a->probe_tokens += a->p.probe_budget * (double)(now_ns - a->probe_t);
+		/* a share of the CPU we get: of one core, less when competing load leaves us less */
+		double share = HO_MIN(1.0, a->p.ncores * clampd(a->cpu.slow.v, 0.0, 1.0));
+		a->probe_tokens += a->p.probe_budget * share * (double)(now_ns - a->probe_t);
 		if (a->probe_tokens > bank)
 			a->probe_tokens = bank;
 		a->probe_t = now_ns;
@@ -665,28 +864,30 @@ bool adapt_probe_due(struct adapt *a, uint64_t now_ns, size_t *mode_idx)
 		return false;
 	lo = a->cur > a->p.probe_span ? a->cur - a->p.probe_span : 0;
 	hi = HO_MIN(a->cur + a->p.probe_span, a->n - 1);
-	/* the mode whose probe is the oldest and that the budget can pay for now; ties go to the
-	 * nearer one, then the lower index. The current mode takes its turn once its frames are
-	 * seen: its probe against its frames gives its frame/probe correction */
+	/* the mode whose probe is the most overdue and that the budget can pay for now: never
+	 * probed first, then the age of its last probe over its distance from the current mode (the
+	 * next lighter and stronger modes, which the next switch goes to, twice as often as those
+	 * two places away); ties go to the nearer one, then the lower index. The current mode takes
+	 * its turn (as if two places away) once its frames are seen: its probe against its frames
+	 * gives its frame/probe correction */
+	double best_score = -1;
 	for (size_t i = lo; i <= hi; i++) {
-		double c;
+		double c, score;
+		size_t d = i > a->cur ? i - a->cur : a->cur - i;
 		if (i == a->cur && !a->m[i].observed)
 			continue;
-		c = (double)a->p.probe_bytes / a->m[i].speed.v * NS_PER_S;
+		c = probe_cost(a, i);
 		if (c > a->probe_tokens)
 			continue;
-		if (pick != SIZE_MAX) {
-			const struct amode *p = &a->m[pick], *m = &a->m[i];
-			size_t dp = pick > a->cur ? pick - a->cur : a->cur - pick;
-			size_t di = i > a->cur ? i - a->cur : a->cur - i;
-			bool older = (!m->probed && p->probed) ||
-			             (m->probed == p->probed && m->t_probe < p->t_probe);
-			bool same = m->probed == p->probed && m->t_probe == p->t_probe;
-			if (!(older || (same && di < dp)))
-				continue;
-		}
+		score = !a->m[i].probed ? 1e30 / (double)(d ? d : 2) :
+		        (double)(now_ns - a->m[i].t_probe) / (double)(d ? d : 2);
+		/* equally overdue: the one predicted faster (the likelier next mode) */
+		if (pick != SIZE_MAX && !(score > best_score ||
+		                          (score == best_score && predict(a, i, NULL, NULL) > predict(a, pick, NULL, NULL))))
+			continue;
 		pick = i;
 		cost = c;
+		best_score = score;
 	}
 	if (pick == SIZE_MAX)
 		return false;
@@ -699,6 +900,11 @@ bool adapt_probe_due(struct adapt *a, uint64_t now_ns, size_t *mode_idx)
 	a->probe_mode = pick;
 	*mode_idx = pick;
 	return true;
+}
+
+double adapt_mode_speed(const struct adapt *a, size_t idx)
+{
+	return idx < a->n ? a->m[idx].speed.v : -1;
 }
 
 double adapt_predict(const struct adapt *a, size_t idx, double *proc, double *net)
@@ -715,7 +921,11 @@ void adapt_status(const struct adapt *a, struct adapt_status *st)
 	memset(st, 0, sizeof(*st));
 	st->mode = a->cur;
 	st->mode_name = a->m[a->cur].name;
-	st->bandwidth_Bps = a->bw.slow.v;
+	/* until the link was seen saturated, the estimate is a guess (initial_bw, or grown): report
+	 * what it did carry, so that a sender sizing its unacknowledged window from this (transport.c)
+	 * does not push seconds of a thin link's worth in the mode chosen on the guess */
+	st->bandwidth_Bps = a->sat_seen ? a->bw.slow.v : HO_MIN(a->bw.slow.v, a->net_max);
+	st->bw_model_Bps = a->bw.slow.v;
 	st->ratio = eff_ratio(a, a->cur);
 	st->rate_Bps = predict(a, a->cur, &p, &n);
 	st->proc_Bps = p;
@@ -731,6 +941,7 @@ void adapt_status(const struct adapt *a, struct adapt_status *st)
 	st->decisions = a->decisions;
 	st->switches = a->switches;
 	st->probes = a->probes;
+	st->net_measured_s = (double)a->net_ns / NS_PER_S;
 }
 
 /* ---- progress lines ------------------------------------------------------------------------ */

@@ -30,6 +30,18 @@
  * after several tau; one wild sample, common when the exporter itself is starved of CPU, does not). Every function takes the time (now_ns, any monotonic
  * clock) from the caller, so the engine has no clock of its own and unit tests are exact.
  *
+ * Ratios and speeds of modes other than the current one are predicted from the current mode's
+ * frames, scaled by how the two compared on the same samples (adapt_observe_probe_ref): the data
+ * moves every mode's ratio at once between regions of the images, the comparison does not. A
+ * frame/probe correction (frames compress better than samples, more so for zstd and lzma with
+ * large frames) is learnt per mode while it is current, shared within a group of modes whose
+ * frames gain alike, and fades when old.
+ *
+ * Until the link was measured (a saturated sample: it is as thin as it carried; or one above the
+ * guess, or the socket drained at FAT_IDLE_RUN acks in a row: it is fat) the bandwidth is the
+ * initial guess, and adapt_decide() keeps the initial mode, for at most a second; adapt_status()
+ * then reports what the link carried, not the guess.
+ *
  * What the link can carry is only seen while it is the bottleneck: a network sample taken while
  * the sender ran dry is a lower bound that can raise B but not lower it. A heavy mode on a fat link
  * would so never learn that a lighter one pays; after net_grow_after of such samples B is grown
@@ -55,6 +67,10 @@ struct adapt_mode_profile {
 	double rate;            /* initial processing speed: input bytes per CPU-second on one core (> 0) */
 	double ratio;           /* initial output/input ratio, wire bytes per input byte (> 0) */
 	unsigned threads;       /* worker threads the mode runs; 0 = as many as there are cores */
+	unsigned group;         /* modes whose frames gain alike over a probe's sample (the same
+	                           frame codec family and frame size) share a group > 0: until a
+	                           mode learnt its own frame/probe ratio correction, it borrows the
+	                           group's latest one (0: no group) */
 };
 
 /* Tuning. Call adapt_params_init() first, then change what you need. A zero field takes its
@@ -77,12 +93,16 @@ struct adapt_params {
 	double big_change;           /* B or A moving by more than this factor since the last
 	                                evaluation (up: x(1+big), down: /(1+big)) re-evaluates at once
 	                                and skips the dwell (default 0.5) */
-	uint64_t probe_interval_ns;  /* at most one probe per interval (default 1 s) */
+	uint64_t probe_interval_ns;  /* at most one probe per interval (default 0.5 s) */
 	unsigned probe_span;         /* probe modes up to this many places away (default 2) */
 	double probe_budget;         /* probes may use at most this fraction of one core's time
 	                                (default 0.05) */
-	uint64_t probe_bytes;        /* sample size a probe should compress (default 1 MiB: the
-	                                exporter's adaptive frame; smaller samples compress worse) */
+	uint64_t probe_bytes;        /* sample size a probe should compress (default 1 MiB; smaller
+	                                samples compress worse) */
+	uint64_t probe_time_ns;      /* ...but smaller (down to 64 KiB) when the probe, with the
+	                                current mode's beside it, would take more CPU than this at
+	                                the modes' speeds (default 20 ms): probes run in the
+	                                pipeline's thread and hold it up (adapt_probe_bytes) */
 	uint64_t net_grow_after_ns;  /* when the link has not been saturated for this long, let the
 	                                bandwidth estimate grow so a lighter mode gets tried: a heavy
 	                                mode on a fat link is CPU-bound and never sees the link's
@@ -130,6 +150,19 @@ int adapt_observe_mode(struct adapt *a, size_t mode_idx, uint64_t input_bytes, u
 int adapt_observe_probe(struct adapt *a, size_t mode_idx, uint64_t input_bytes, uint64_t output_bytes,
                         uint64_t cpu_ns, uint64_t wall_ns, uint64_t now_ns);
 
+/* Same, for a probe of mode_idx on a sample that the caller also compressed with ref_idx (the
+ * current mode, typically, reported with adapt_observe_probe()), which gave ref_output bytes in
+ * ref_cpu_ns. Besides what adapt_observe_probe() learns, the engine keeps how the two compare on
+ * the same data, and predicts a mode's ratio and speed from the current mode's frames scaled by
+ * that comparison: the data moves every mode's ratio and speed at once from one region of the
+ * images to the next (zero pages, text, compressed files), and comparing a sample with frames of
+ * other data would chase those moves; and frames pay for the whole pipeline (reading, hashing,
+ * sending), samples only for the mode. HO_EINVAL for a bad index. Probes reported before the
+ * first adapt_probe_due() (a calibration at the start) are not charged to the probe budget. */
+int adapt_observe_probe_ref(struct adapt *a, size_t mode_idx, uint64_t input_bytes, uint64_t output_bytes,
+                            uint64_t cpu_ns, uint64_t wall_ns, size_t ref_idx, uint64_t ref_output,
+                            uint64_t ref_cpu_ns, uint64_t now_ns);
+
 /* The receiver acknowledged acked_bytes of wire bytes over wall_ns. `saturated` says the sender
  * had bytes waiting to go out during the whole interval (the link was the bottleneck); when it did
  * not, the sample is only a lower bound on the link's capacity and can raise the estimate but not
@@ -175,15 +208,26 @@ void adapt_set_progress(struct adapt *a, uint64_t input_remaining, uint64_t byte
 /* The mode to use for the next frame. Cheap; call it once per frame. */
 size_t adapt_decide(struct adapt *a, uint64_t now_ns);
 
-/* True when a probe is due now; then *mode_idx is the mode to probe on a sample of about
- * params.probe_bytes of the current input. Probes are spaced by probe_interval, limited to
- * probe_budget of one core's time, and go to the mode within probe_span of the current one whose
- * last probe is the oldest, the current mode included once its frames were observed: a sample
+/* True when a probe is due now; then *mode_idx is the mode to probe on a sample of
+ * adapt_probe_bytes() of the current input. Probes are spaced by probe_interval, limited to
+ * probe_budget of one core's time (of the share of the cores competing load leaves us), and go
+ * to the mode within probe_span of the current one whose last probe is the most overdue (its age
+ * over its distance from the current mode), the current mode included once its frames were
+ * observed (as if two places away): a sample
  * compresses worse than a whole frame (much worse on RAM, and more so for zstd and lzma than for
  * lz4), so each mode's probe ratio is scaled by its own frame/probe ratio, learnt while it was
  * current, before it is compared with the current mode's frames. Always false when the engine
  * is forced. */
 bool adapt_probe_due(struct adapt *a, uint64_t now_ns, size_t *mode_idx);
+
+/* Mode idx's processing speed estimate: input bytes per CPU-second on one core (-1 when idx is
+ * out of range); e.g. to size a probe's sample so it does not hold the pipeline up for long. */
+double adapt_mode_speed(const struct adapt *a, size_t idx);
+
+/* The sample size for a probe of mode idx now: probe_bytes, less when the probe (and the current
+ * mode's beside it, for another mode) would take more than probe_time_ns of CPU. 0 for a bad
+ * index. */
+uint64_t adapt_probe_bytes(const struct adapt *a, size_t idx);
 
 /* Predicted consumption rate C(m) of mode idx (input bytes/s) under the current estimates, and its
  * two terms; for tests, benchmarks and -vv logs. Negative when idx is out of range. */
@@ -192,7 +236,10 @@ double adapt_predict(const struct adapt *a, size_t idx, double *proc_rate, doubl
 struct adapt_status {
 	size_t mode;                /* current mode */
 	const char *mode_name;      /* owned by the engine */
-	double bandwidth_Bps;       /* network throughput estimate, bytes/s */
+	double bandwidth_Bps;       /* network throughput estimate, bytes/s; until a sample showed
+	                               the link saturated, only what it carried so far (0 before
+	                               the first sample): the engine's own guess is no measurement */
+	double bw_model_Bps;        /* the estimate the decisions use (the guess, until measured) */
 	double ratio;               /* current mode's output/input estimate */
 	double proc_Bps;            /* current mode's processing rate on the available cores */
 	double rate_Bps;            /* predicted dirty-input consumption rate, min(proc, bw/ratio) */
@@ -205,6 +252,7 @@ struct adapt_status {
 	unsigned decisions;         /* evaluations so far */
 	unsigned switches;          /* mode changes so far */
 	unsigned probes;            /* probes observed so far */
+	double net_measured_s;      /* time covered by the network samples so far */
 };
 
 void adapt_status(const struct adapt *a, struct adapt_status *st);
@@ -257,11 +305,13 @@ int adapt_cpu_meter_sample(struct adapt_cpu_meter *m, double *available_fraction
  *    time (else disk or socket waits look like CPU contention). Every >= 250 ms
  *    adapt_cpu_meter_sample -> adapt_observe_cpu. Every 1 s adapt_set_progress, adapt_status,
  *    adapt_progress_line, written with fputs to stderr (ho_log's prefix breaks JSON lines).
- * 4. Start of flush_run: m = adapt_decide(a, now); on a change swap the worker's mode and chunk
- *    encoder and call stream_enc_set_codec(enc, frame_codec, frame_level). Then if
- *    adapt_probe_due(a, now, &j): encode ~probe_bytes of the buffer with a probe encoder of mode j
- *    that has no sent set, compress with j's frame codec, time on CLOCK_THREAD_CPUTIME_ID,
- *    adapt_observe_probe.
+ * 4. Start of flush_run: m = adapt_decide(a, now); on a change close the frame
+ *    (stream_enc_flush_frame), swap the worker's mode and chunk encoder, stream_enc_set_codec(enc,
+ *    frame_codec, frame_level) and the mode's frame size (stream_enc_set_frame_limit). Then if
+ *    adapt_probe_due(a, now, &j): encode adapt_probe_bytes(a, j) of the newest input with a probe
+ *    encoder of the current mode and one of mode j (no sent set), compress each with its frame
+ *    codec, time on CLOCK_THREAD_CPUTIME_ID, adapt_observe_probe (current) and
+ *    adapt_observe_probe_ref (j against it). (export.c does all this.)
  * 5. transport.c tx_emit: ioctl(fd, SIOCOUTQ, &q) before writing a frame, adapt_frame_sent(a,
  *    seq, len, q, ho_mono_ns()) after; on "ack N" SIOCOUTQ again -> adapt_observe_queue(), then
  *    adapt_frame_acked(a, N, ho_mono_ns()). Read acks promptly (a thread, or drain on every

@@ -351,14 +351,32 @@ int export_list_modes(void)
 
 #define RUN_MAX (1u << 20)
 #define WALK_MAX_THREADS 64
-/* adaptive: frames of 256 KiB, a decision per run of 256 KiB, so decisions follow the link and a
- * few MiB already see several of them. The cost (bench/adapt.sh, a guest's RAM): zstd-9 frames of
- * 256 KiB make about 47 % more bytes than the 4 MiB frames the static strong modes use; 1 MiB
- * frames cut that to 13 % but left t4910's 6 MiB transfers only six decisions (not enough to
- * settle). Frames that grow with the chosen mode are the open way out (issue #4 notes). */
-#define ADAPT_FRAME (256u << 10)
+/* adaptive: a decision per run (of 256 KiB at first, so decisions follow the link and a few MiB
+ * already see several of them; see below); each mode's frames as large as suit its frame codec
+ * (adapt_frame), the frame being collected closed at every switch (stream_enc_flush_frame), so a
+ * switch is as quick as with small frames. Why large: on a real guest's changes (bench/adapt.sh, 64 MiB, -T 2),
+ * delta-zstd3 makes 0.396 of the input with 256 KiB frames, 0.307 with 1 MiB, 0.273 with 4 MiB,
+ * 0.264 with 16 MiB, at the same CPU (delta-zstd9: 0.396, 0.306, 0.270); lz4 frames gain nothing
+ * above 1 MiB (0.4859 at 4 MiB, 0.4861 at 16 MiB). Frames of 4 MiB: the frame header's limit, what
+ * the strong static modes use; the ack window (2 frames) stays a few seconds at 5 Mbit/s. */
 #define ADAPT_RUN   (256u << 10)
+/* ...and frames of 256 KiB too while the engine learns the link: until acknowledgements covered
+ * ADAPT_WARMUP_NS of it (or ADAPT_WARMUP_MAX of input went by). Large frames before that would
+ * have the first decisions made on the guessed bandwidth run for seconds (the sender encodes
+ * two frames ahead of the acknowledgements: 8 MiB, all of a small export). Then runs of RUN_MAX,
+ * as the static modes: every run is a barrier of the encoding threads, and on a machine with more
+ * runnable threads than cores each costs a scheduler slice (runs of 256 KiB made an export
+ * sharing 2 cores with 6 busy loops markedly slower); a run of 1 MiB is still well under a second
+ * of the link at 5 Mbit/s with strong compression. */
+#define ADAPT_WARMUP_NS  500000000ull
+#define ADAPT_WARMUP_MAX (16u << 20)
+#define ADAPT_FRAME_STRONG (4u << 20)
 #define CALIBRATE_BYTES (64u << 10)
+#define CALIBRATE_FAST  20e6          /* bytes per CPU-second: calibrated on a whole run */
+#define CALIBRATE_WARM  (16u << 10)
+/* Probes compress a sample of the newest input, gathered over the last runs (a run is 256 KiB,
+ * and samples much smaller than a frame compress worse than frames: adapt.h). */
+#define PROBE_MAX   (1u << 20)
 
 struct walk {
 	const char *dir;
@@ -395,6 +413,11 @@ struct walk {
 	struct codec_ctx *pctx;            /* probes */
 	uint8_t *pbuf, *pout;
 	size_t pbuf_cap, pout_cap;
+	struct chunk_enc **pces;           /* a probe encoder per mode (no sent set), made on first use */
+	uint8_t *sdata;                    /* the probe sample: the newest chunks read, up to PROBE_MAX */
+	struct { int img; uint64_t idx; uint32_t len; } *schunk;
+	size_t sn, scap;                   /* chunks in it, room for */
+	uint64_t sbytes;
 	stream_emit_fn emit;               /* the sink, wrapped (walk_emit) to time it */
 	void *emit_arg;
 	uint64_t io_ns;                    /* time spent in the sink and reading the overlay */
@@ -404,6 +427,7 @@ struct walk {
 	struct adapt_cpu_meter meter;
 	bool calibrated;                   /* every mode was probed once on this data */
 	uint64_t run_max;                  /* bytes per run: the unit of mode decisions */
+	bool warm;                         /* adaptive: past the warm-up (see ADAPT_WARMUP_NS) */
 };
 
 /* Initial profiles of the named modes for the adaptive engine: input bytes per CPU-second on one
@@ -415,6 +439,24 @@ static const struct { const char *name; double rate, ratio; } profiles[] = {
 	{ "delta-lz4", 190e6, 0.20 }, { "delta-zstd3", 80e6, 0.152 }, { "delta-zstd9", 30e6, 0.150 },
 	{ "delta-lzma6", 4.5e6, 0.140 }, { "best", 5e6, 0.138 },
 };
+
+/* The frame size the adaptive exporter gives mode m: large for the codecs that find redundancy
+ * across chunks far apart (zstd, lzma), the mode's own for the others (see ADAPT_RUN). */
+static uint32_t adapt_frame(const struct mode *m)
+{
+	if (m->frame_codec == CODEC_ZSTD || m->frame_codec == CODEC_LZMA)
+		return HO_MAX(m->frame_size, ADAPT_FRAME_STRONG);
+	return m->frame_size;
+}
+
+/* The largest of them: the stream header's frame limit. */
+static uint32_t adapt_frame_max(void)
+{
+	uint32_t f = 0;
+	for (size_t i = 0; i < mode_count(); i++)
+		f = HO_MAX(f, adapt_frame(mode_get(i)));
+	return f;
+}
 
 static unsigned export_threads(const struct export_opts *o)
 {
@@ -447,7 +489,12 @@ int export_adapt_new(const struct export_opts *o, struct adapt **out)
 		return 0;
 	for (size_t i = 0; i < n; i++) {
 		const struct mode *m = mode_get(i);
-		prof[i] = (struct adapt_mode_profile){ m->name, 10e6, 0.5, threads };
+		/* frame/probe corrections are shared by modes whose frames gain alike: the same
+		 * frame size and codec family (zstd and lzma both look far back; lz4 hardly) */
+		unsigned fam = m->frame_codec == CODEC_ZSTD || m->frame_codec == CODEC_LZMA ? 2 :
+			       m->frame_codec == CODEC_NONE ? 0 : 1;
+		prof[i] = (struct adapt_mode_profile){ m->name, 10e6, 0.5, threads,
+						       1 + fam * 1024 + (adapt_frame(m) >> 16) };
 		for (size_t k = 0; k < HO_ARRAY_SIZE(profiles); k++)
 			if (!strcmp(profiles[k].name, m->name)) {
 				prof[i].rate = profiles[k].rate;
@@ -608,7 +655,11 @@ static int walk_full_init(struct walk *w)
 	if (w->adaptive) {
 		/* an encoder per mode and thread, so a switch between runs costs nothing */
 		size_t nm = mode_count();
-		if (!(w->mces = calloc(nm * w->nthreads, sizeof(*w->mces))))
+		if (!(w->mces = calloc(nm * w->nthreads, sizeof(*w->mces))) ||
+		    !(w->pces = calloc(nm, sizeof(*w->pces))))
+			return HO_ENOMEM;
+		w->scap = HO_MAX(1u, PROBE_MAX / w->cs);
+		if (!(w->sdata = malloc(w->scap * w->cs)) || !(w->schunk = calloc(w->scap, sizeof(*w->schunk))))
 			return HO_ENOMEM;
 		for (size_t k = 0; k < nm * w->nthreads; k++) {
 			if ((rc = chunk_enc_new(mode_get(k / w->nthreads), &w->dbase, w->sent, &w->mces[k])))
@@ -639,6 +690,11 @@ static void walk_full_free(struct walk *w)
 		for (unsigned i = 0; i < WALK_MAX_THREADS; i++)
 			chunk_enc_free(w->ces[i]);
 	}
+	for (size_t k = 0; w->pces && k < mode_count(); k++)
+		chunk_enc_free(w->pces[k]);
+	free(w->pces);
+	free(w->sdata);
+	free(w->schunk);
 	codec_ctx_free(w->pctx);
 	free(w->pbuf);
 	free(w->pout);
@@ -722,13 +778,16 @@ static void full_chunk(struct walk *w, uint64_t i, struct stream_chunk *c)
 	c->payload_len = (uint32_t)r->len;
 }
 
-/* Switch to mode m of the table: its chunk encoders and frame codec, from the next run on. */
+/* Switch to mode m of the table: its chunk encoders, frame codec and frame size, from the next
+ * run on. The frame being collected is closed first, with the codec of the mode that made it. */
 static int switch_mode(struct walk *w, size_t m, uint64_t now)
 {
 	const struct mode *md = mode_get(m);
 	int rc;
 
 	ho_debug("adaptive: switching from '%s' to '%s'", mode_get(w->cur)->name, md->name);
+	if ((rc = stream_enc_flush_frame(w->enc)))
+		return rc;
 	w->cur = m;
 	w->mode.full = md;
 	for (unsigned i = 0; i < w->nthreads; i++)
@@ -736,20 +795,73 @@ static int switch_mode(struct walk *w, size_t m, uint64_t now)
 	w->ce = w->ces[0];
 	if ((rc = stream_enc_set_codec(w->enc, (int)md->frame_codec, md->frame_level)))
 		return rc;
+	if (!w->o->frame_size && w->warm)
+		stream_enc_set_frame_limit(w->enc, adapt_frame(md));
 	obs_reset(w, now);
 	return 0;
 }
 
-/* Encode a sample of the run just read with mode j (no sent set) and compress it with j's frame
- * codec, for the engine's estimate of j on the current data. Its time is not the current mode's. */
-static void run_probe(struct walk *w, size_t j, uint64_t size, uint64_t sample, uint64_t now)
+/* Leave the warm-up once the link was measured for long enough: large runs and frames. */
+static void warm_check(struct walk *w)
+{
+	struct adapt_status st;
+
+	if (w->warm || !w->adaptive)
+		return;
+	adapt_status(w->ad, &st);
+	if (st.net_measured_s * 1e9 < ADAPT_WARMUP_NS && w->res->input_bytes < ADAPT_WARMUP_MAX)
+		return;
+	w->warm = true;
+	w->run_max = HO_MAX(w->run_max, (uint64_t)RUN_MAX);
+	if (!w->o->frame_size)
+		stream_enc_set_frame_limit(w->enc, adapt_frame(w->mode.full));
+}
+
+/* Keep the run just read (chunks first .. first + count - 1 of img, in w->buf) as the newest part
+ * of the probe sample, dropping the oldest chunks when it is full. */
+static void sample_add(struct walk *w, uint64_t size)
+{
+	size_t n = (size_t)HO_MIN((uint64_t)w->scap, w->count), skip = (size_t)(w->count - n);
+
+	if (!w->sdata)
+		return;
+	if (w->sn + n > w->scap) {
+		size_t drop = w->sn + n - w->scap;
+		for (size_t i = 0; i < drop; i++)
+			w->sbytes -= w->schunk[i].len;
+		memmove(w->sdata, w->sdata + drop * w->cs, (w->sn - drop) * w->cs);
+		memmove(w->schunk, w->schunk + drop, (w->sn - drop) * sizeof(*w->schunk));
+		w->sn -= drop;
+	}
+	for (size_t i = 0; i < n; i++) {
+		uint64_t idx = w->first + skip + i;
+		uint32_t len = stream_chunk_len(size, w->cs, idx);
+		memcpy(w->sdata + (w->sn + i) * w->cs, w->buf + (skip + i) * w->cs, len);
+		w->schunk[w->sn + i].img = w->img;
+		w->schunk[w->sn + i].idx = idx;
+		w->schunk[w->sn + i].len = len;
+		w->sbytes += len;
+	}
+	w->sn += n;
+}
+
+/* Encode the newest `sample` bytes of the probe sample with mode j (no sent set) and compress
+ * them with j's frame codec as one frame, for the engine's estimate of j on the current data;
+ * when ref is a mode index, ref_out and ref_cpu are what ref made of the same sample and the CPU
+ * it took (adapt_observe_probe_ref). Its time is not the current mode's. Returns the output
+ * bytes (and in *cpu_out the CPU time), 0 when it could not probe. */
+static uint64_t run_probe(struct walk *w, size_t j, uint64_t sample, size_t ref, uint64_t ref_out, uint64_t ref_cpu,
+			  uint64_t now, uint64_t *cpu_out)
 {
 	const struct mode *m = mode_get(j);
-	struct chunk_enc *pe = NULL;
+	struct chunk_enc *pe;
 	uint64_t c0 = cpu_ns(CLOCK_THREAD_CPUTIME_ID), p0 = cpu_ns(CLOCK_PROCESS_CPUTIME_ID), in = 0;
-	size_t n, plen = 0, clen = 0;
+	size_t n, first, plen = 0, clen = 0;
 
-	n = (size_t)HO_MAX(1ull, HO_MIN(w->count, sample / w->cs));
+	n = (size_t)HO_MAX(1ull, HO_MIN((uint64_t)w->sn, sample / w->cs));
+	if (!w->sn)
+		return 0;
+	first = w->sn - n;
 	if (w->pbuf_cap < n * (w->rec_cap + STREAM_REC_HDR_LEN)) {
 		free(w->pbuf);
 		free(w->pout);
@@ -760,32 +872,53 @@ static void run_probe(struct walk *w, size_t j, uint64_t size, uint64_t sample, 
 		w->pbuf = malloc(w->pbuf_cap);
 		w->pout = malloc(w->pout_cap);
 	}
+	/* the probe encoder of a mode is kept: making one (codec contexts, lzma's dictionary) costs
+	 * more than a small sample, and would make strong modes look slower than they are */
 	if (!w->pbuf || !w->pout || (!w->pctx && !(w->pctx = codec_ctx_new())) ||
-	    chunk_enc_new(m, &w->dbase, NULL, &pe)) {
+	    (!w->pces[j] && chunk_enc_new(m, &w->dbase, NULL, &w->pces[j]))) {
 		w->pbuf_cap = 0;
-		return;
+		return 0;
 	}
-	for (size_t i = 0; i < n; i++) {
+	pe = w->pces[j];
+	/* the clock starts here: setting up buffers and encoders is not the mode's speed */
+	c0 = cpu_ns(CLOCK_THREAD_CPUTIME_ID);
+	for (size_t i = first; i < w->sn; i++) {
 		struct chunk_rec rec;
-		uint32_t len = stream_chunk_len(size, w->cs, w->first + i);
-		if (chunk_encode(pe, w->img, w->first + i, w->buf + i * w->cs, len, i + 1,
-				 w->pbuf + plen + STREAM_REC_HDR_LEN, w->rec_cap, &rec))
+		if (chunk_encode(pe, w->schunk[i].img, w->schunk[i].idx, w->sdata + i * w->cs, w->schunk[i].len,
+				 i + 1, w->pbuf + plen + STREAM_REC_HDR_LEN, w->rec_cap, &rec))
 			break;
 		memset(w->pbuf + plen, 0, STREAM_REC_HDR_LEN);
 		plen += STREAM_REC_HDR_LEN + rec.len;
-		in += len;
+		in += w->schunk[i].len;
 	}
-	chunk_enc_free(pe);
 	clen = plen;
 	if (m->frame_codec != CODEC_NONE &&
 	    codec_compress(w->pctx, m->frame_codec, m->frame_level, NULL, 0, w->pbuf, plen, w->pout, w->pout_cap, &clen))
 		clen = plen;
-	uint64_t t = ho_mono_ns(), c = cpu_ns(CLOCK_THREAD_CPUTIME_ID) - c0;
-	if (in && c)
-		adapt_observe_probe(w->ad, j, in, clen + STREAM_FRAME_HDR_LEN, c, t - now, t);
+	uint64_t t = ho_mono_ns(), c = cpu_ns(CLOCK_THREAD_CPUTIME_ID) - c0, out = clen + STREAM_FRAME_HDR_LEN;
+	if (cpu_out)
+		*cpu_out = c;
+	if (ref == SIZE_MAX - 1)
+		;                               /* warming up: not reported */
+	else if (in && c && ref < mode_count())
+		adapt_observe_probe_ref(w->ad, j, in, out, c, t - now, ref, ref_out, ref_cpu, t);
+	else if (in && c)
+		adapt_observe_probe(w->ad, j, in, out, c, t - now, t);
 	/* not the current mode's time */
 	w->obs_cpu0 += cpu_ns(CLOCK_PROCESS_CPUTIME_ID) - p0;
 	w->io_ns += ho_mono_ns() - now;
+	return in ? out : 0;
+}
+
+/* Probe mode j: beside the current mode on the same sample when j is another one, so the engine
+ * compares the two on the same data. */
+static void probe_modes(struct walk *w, const size_t *js, size_t n, uint64_t sample)
+{
+	uint64_t ref_cpu = 0, ref_out = run_probe(w, w->cur, sample, SIZE_MAX, 0, 0, ho_mono_ns(), &ref_cpu);
+
+	for (size_t k = 0; k < n; k++)
+		if (js[k] != w->cur)
+			run_probe(w, js[k], sample, ref_out ? w->cur : SIZE_MAX, ref_out, ref_cpu, ho_mono_ns(), NULL);
 }
 
 /* Before a run: feed the CPU meter, decide the mode, print progress. */
@@ -828,16 +961,36 @@ static int flush_run(struct walk *w)
 	if (w->ad) {
 		uint64_t t1 = ho_mono_ns();
 		w->io_ns += t1 - t0;
+		if (!rc && w->adaptive)
+			sample_add(w, size);
 		if (!rc && w->adaptive && !w->calibrated) {
 			/* the profiles are another machine's and another data set's: measure every
 			 * mode on a small sample of this data first (a few tens of ms in all) */
+			/* the whole first run for the modes the engine thinks fast, a quarter of it for
+			 * the slow ones (lzma: tens of ms even so) */
+			size_t fast[64], slow[64], nf = 0, ns = 0;
 			w->calibrated = true;
+			for (size_t j = 0; j < mode_count() && j < HO_ARRAY_SIZE(fast); j++) {
+				if (adapt_mode_speed(w->ad, j) >= CALIBRATE_FAST)
+					fast[nf++] = j;
+				else
+					slow[ns++] = j;
+			}
+			/* each mode once unreported first: its first use sets up codec contexts and
+			 * tables that would make it look several times slower on a small sample */
 			for (size_t j = 0; j < mode_count(); j++)
-				run_probe(w, j, size, CALIBRATE_BYTES, ho_mono_ns());
+				run_probe(w, j, CALIBRATE_WARM, SIZE_MAX - 1, 0, 0, ho_mono_ns(), NULL);
+			probe_modes(w, fast, nf, ADAPT_RUN);
+			if (ns)
+				probe_modes(w, slow, ns, CALIBRATE_BYTES);
 		} else if (!rc && w->adaptive && adapt_probe_due(w->ad, t1, &probe)) {
-			struct adapt_params par;
-			adapt_params_init(&par);
-			run_probe(w, probe, size, par.probe_bytes, t1);
+			/* a probe runs in the walk's thread and holds the pipeline up while it runs (the
+			 * link drains what is queued meanwhile): the engine sizes its sample */
+			uint64_t sample = HO_MIN(adapt_probe_bytes(w->ad, probe), (uint64_t)PROBE_MAX);
+			if (probe == w->cur)
+				run_probe(w, probe, sample, SIZE_MAX, 0, 0, t1, NULL);
+			else
+				probe_modes(w, &probe, 1, sample);
 		}
 	}
 	if (rc) {
@@ -892,6 +1045,8 @@ static int walk_cb(const struct tracker_chunk *c, void *arg)
 			return w->err = rc;
 		return 0;
 	}
+	if (!w->warm)
+		warm_check(w);
 	if (w->count && (c->image != w->img || c->idx != w->first + w->count || (w->count + 1) * w->cs > w->run_max)) {
 		if ((rc = flush_run(w)))
 			return w->err = rc;
@@ -1019,7 +1174,7 @@ int export_run_adapt(const char *dir, uint32_t until, const struct export_opts *
 	h.since = o->since;
 	h.until = until;
 	h.chunk_size = overlay_chunk_size(ov);
-	h.frame_max = o->frame_size ? o->frame_size : w.adaptive ? ADAPT_FRAME :
+	h.frame_max = o->frame_size ? o->frame_size : w.adaptive ? adapt_frame_max() :
 		      w.mode.full ? w.mode.full->frame_size : STREAM_FRAME_DEFAULT;
 	h.frame_max = HO_MAX(h.frame_max, HO_MAX(STREAM_FRAME_MIN, h.chunk_size + STREAM_REC_HDR_LEN));
 	h.frame_max = HO_MIN(h.frame_max, STREAM_FRAME_MAX);
@@ -1063,6 +1218,8 @@ int export_run_adapt(const char *dir, uint32_t until, const struct export_opts *
 				 w.ad ? (void *)&w : arg, &w.enc)) ||
 	    (rc = stream_enc_set_threads(w.enc, w.nthreads)))
 		goto out;
+	if (w.adaptive && !o->frame_size)
+		stream_enc_set_frame_limit(w.enc, ADAPT_RUN);
 	if (w.ad) {
 		uint64_t now = ho_mono_ns();
 		obs_reset(&w, now);

@@ -186,6 +186,7 @@ int main(void)
 	ok(decodes(&b), "...decodes to the same image");
 
 	/* the same with threaded frame compression: the same bytes */
+	free(a.p);
 	is_int(encode(&a, 64 * CS, NULL, flush, STREAM_CODEC_LZ4, 2), 0, "the same with 2 compression threads");
 	ok(a.len == b.len && memcmp(a.p, b.p, a.len) == 0, "...gives the same bytes");
 	free(a.p);

@@ -1414,8 +1414,9 @@ static void print_report(const struct report *rep, FILE *f, bool json)
 		if (rep->handed_off)
 			fprintf(f, "handoff-vm: handed off in %.2f s: %d rounds, %s on the wire + %" PRIu64
 				" bytes of device state; downtime %.3f s (pause on the source to running on the "
-				"destination; %.3f s until the source heard of it; clock offset %.1f ms, rtt %.1f ms)\n",
+				"destination; %.3f s until %s; clock offset %.1f ms, rtt %.1f ms)\n",
 				total, rep->n, ho_fmt_bytes(wire, b1, sizeof(b1)), rep->devstate_bytes, down, downc,
+				rep->postcopy ? "the destination confirmed the last chunk" : "the source heard of it",
 				(double)rep->clock_offset / 1e6, (double)rep->rtt_ns / 1e6);
 		if (rep->handed_off && rep->postcopy)
 			fprintf(f, "handoff-vm: post-copy: the destination ran %.2f s before the last of %" PRIu64

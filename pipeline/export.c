@@ -166,6 +166,17 @@ static int fsync_path(const char *dir, const char *name)
 	return rc;
 }
 
+int export_writeback(const char *dir)
+{
+	char mp[PATH_MAX];
+	int pid = 0;
+
+	if (overlay_lock_holder(dir, &pid, mp, sizeof(mp)) != 0 || !mp[0])
+		return 0;                       /* not mounted: nothing in a page cache */
+	int rc = fsync_path(mp, "disk");
+	return rc ? rc : fsync_path(mp, "memory");
+}
+
 int export_checkpoint(const char *dir, uint32_t *closed)
 {
 	char mp[PATH_MAX], reply[HO_CTL_LINE];
@@ -174,7 +185,7 @@ int export_checkpoint(const char *dir, uint32_t *closed)
 	rc = overlay_lock_holder(dir, &pid, mp, sizeof(mp));
 	if (rc == 0) {
 		/* a live mount: flush what the guest wrote, then let the daemon close the generation */
-		if (mp[0] && ((rc = fsync_path(mp, "disk")) || (rc = fsync_path(mp, "memory"))))
+		if ((rc = export_writeback(dir)))
 			return rc;
 		rc = ho_ctl_call(dir, "checkpoint", -1, 60000, reply, sizeof(reply));
 		if (rc == HO_ENOENT) {

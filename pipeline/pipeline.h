@@ -100,6 +100,9 @@ int export_resolve_dir(const char *arg, char **dir);
  * committed).
  */
 int export_checkpoint(const char *dir, uint32_t *closed);
+/* Only the first half of a live checkpoint: fsync MOUNTPOINT/disk and MOUNTPOINT/memory of the
+ * mount holding dir (nothing when none does). 0 or the fsync's error (logged). */
+int export_writeback(const char *dir);
 
 /* An interrupted export_to_tcp() of (since, ...] left state in dir: *until gets its generation,
  * so re-running continues that stream instead of checkpointing again. HO_ENOENT if there is none

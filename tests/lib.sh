@@ -40,6 +40,18 @@ umount_overlay() {
 	return 1
 }
 
+# seal_overlay OVERLAY MNT: the data set written through MNT is done: flush it, note its images'
+# SHA-256 in SEAL_DISK and SEAL_MEM (what a receiver must end up with), close the generation and
+# unmount. Non-zero (with a message) when the checkpoint or the unmount failed.
+seal_overlay() {
+	local ovl=$1 mnt=$2
+	sync "$mnt/disk" "$mnt/memory"
+	SEAL_DISK=$(sha256sum <"$mnt/disk" | cut -d' ' -f1)
+	SEAL_MEM=$(sha256sum <"$mnt/memory" | cut -d' ' -f1)
+	handoff-mount --checkpoint "$ovl" >/dev/null || { echo "# checkpoint of '$ovl' failed"; return 1; }
+	umount_overlay "$mnt" || { echo "# cannot unmount '$mnt'"; return 1; }
+}
+
 t_cleanup() {
 	local m p
 	for p in "${T_PIDS[@]:-}"; do [ -n "$p" ] && kill -9 "$p" 2>/dev/null; done

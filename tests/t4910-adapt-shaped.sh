@@ -38,11 +38,8 @@ dd if=text of=mnt/disk bs=64K seek=16 conv=notrunc status=none
 head -c 2M /dev/urandom | dd of=mnt/disk bs=64K seek=128 conv=notrunc status=none
 dd if=base.img of=mnt/disk bs=64K skip=300 seek=200 count=16 conv=notrunc status=none
 head -c 1M text | dd of=mnt/memory bs=64K seek=8 conv=notrunc status=none
-sync mnt/disk mnt/memory
-sha_disk=$(sha256sum <mnt/disk | cut -d' ' -f1)
-sha_mem=$(sha256sum <mnt/memory | cut -d' ' -f1)
-handoff-mount --checkpoint ovl >/dev/null || bail "checkpoint failed"
-umount_overlay mnt || bail "cannot unmount"
+seal_overlay ovl mnt || bail "cannot seal the first data set"
+sha_disk=$SEAL_DISK sha_mem=$SEAL_MEM
 # the larger set for the fat link: the same disk changes, and 128 MiB of memory of shared libraries
 find /usr/lib -type f -name '*.so*' -size +100k 2>/dev/null | sort | head -n 400 | xargs cat 2>/dev/null | head -c 128M >text2
 [ "$(stat -c %s text2)" -ge $((100 << 20)) ] || skip_all "not enough shared libraries on this system for the data set"
@@ -51,11 +48,8 @@ dd if=text of=mnt/disk bs=64K seek=16 conv=notrunc status=none
 head -c 2M /dev/urandom | dd of=mnt/disk bs=64K seek=128 conv=notrunc status=none
 dd if=base.img of=mnt/disk bs=64K skip=300 seek=200 count=16 conv=notrunc status=none
 dd if=text2 of=mnt/memory bs=1M conv=notrunc status=none
-sync mnt/disk mnt/memory
-sha_disk2=$(sha256sum <mnt/disk | cut -d' ' -f1)
-sha_mem2=$(sha256sum <mnt/memory | cut -d' ' -f1)
-handoff-mount --checkpoint ovl2 >/dev/null || bail "checkpoint failed"
-umount_overlay mnt || bail "cannot unmount"
+seal_overlay ovl2 mnt || bail "cannot seal the second data set"
+sha_disk2=$SEAL_DISK sha_mem2=$SEAL_MEM
 rm -f text2
 
 "$WAN" up $NAME 5mbit 2>err || bail "wan.sh up: $(cat err)"

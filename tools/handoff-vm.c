@@ -1324,21 +1324,6 @@ static int digest_task_join(struct digest_task *t)
 	return t->rc;
 }
 
-/* fsync MNT/disk and MNT/memory (errors only logged: the checkpoint after the pause decides) */
-static void flush_images(const char *mnt)
-{
-	static const char *const names[2] = { "disk", "memory" };
-	for (int i = 0; i < 2; i++) {
-		char path[PATH_MAX];
-		fmt(path, sizeof(path), "%s/%s", mnt, names[i]);
-		int fd = open(path, O_RDONLY | O_CLOEXEC);
-		if (fd < 0 || fsync(fd) != 0)
-			ho_warn("cannot write back '%s': %s", path, strerror(errno));
-		if (fd >= 0)
-			close(fd);
-	}
-}
-
 /* ---- migrate (the source) -------------------------------------------------------------------------- */
 
 struct round {
@@ -1785,7 +1770,7 @@ static int cmd_migrate(int argc, char **argv)
 	 * round of a busy guest) */
 	{
 		uint64_t tf = ho_mono_ns();
-		flush_images(mnt);
+		export_writeback(ovl);          /* a failure is the checkpoint's after the pause */
 		ho_info("images written back before the pause in %.2f s", secs(ho_mono_ns() - tf));
 	}
 

@@ -30,6 +30,7 @@
 #include "overlay/overlay.h"
 #include "tracker/tracker.h"
 #include "fs/fs.h"
+#include "fs/digest.h"
 
 #define INO_ROOT 1
 #define INO_IMG(img) ((fuse_ino_t)(2 + (img)))
@@ -68,6 +69,8 @@ struct fs {
 	fs_fetch_fn fetch;
 	void *fetch_arg;
 	char bdi[96];                        /* the bdi dir tune_bdi() tuned, "" if it did not */
+
+	struct fs_digest *dig;               /* "digest": base sums of this mount (fs/digest.h) */
 };
 
 static int sig_pipe[2] = { -1, -1 };
@@ -882,6 +885,52 @@ static void ctl_status(struct fs *fs, int conn)
 		     fs->mountpoint, fs_pending_count(fs));
 }
 
+static bool digest_modified(void *arg, int img, uint64_t c)
+{
+	return chunk_modified(arg, img, c);
+}
+
+/* "memory", "disk" or "all" as a mask of images; 0 if none of these */
+static unsigned digest_mask(const char *what)
+{
+	if (!strcmp(what, "memory"))
+		return 1u << OVERLAY_MEMORY;
+	if (!strcmp(what, "disk"))
+		return 1u << OVERLAY_DISK;
+	if (!strcmp(what, "all"))
+		return 1u << OVERLAY_MEMORY | 1u << OVERLAY_DISK;
+	return 0;
+}
+
+/* "digest WHAT" → "memory=HEX disk=HEX" (the images WHAT names, memory first; fs/digest.h) */
+static void ctl_digest(struct fs *fs, int conn, const char *what)
+{
+	static const int order[2] = { OVERLAY_MEMORY, OVERLAY_DISK };
+	unsigned mask = digest_mask(what);
+	char out[128];
+	size_t o = 0;
+	if (!mask) {
+		ho_ctl_reply(conn, HO_EINVAL, "digest of what? (memory, disk or all)");
+		return;
+	}
+	out[0] = 0;
+	for (int k = 0; k < 2; k++) {
+		int img = order[k];
+		uint8_t d[16];
+		char hex[33];
+		if (!(mask & (1u << img)))
+			continue;
+		int rc = fs_digest_image(fs->dig, img, digest_modified, fs, d);
+		if (rc) {
+			ho_ctl_reply(conn, rc, "cannot hash '%s': %s", overlay_image_name(img), ho_strerror(rc));
+			return;
+		}
+		ho_hex(d, 16, hex);
+		o += (size_t)snprintf(out + o, sizeof(out) - o, "%s%s=%s", o ? " " : "", overlay_image_name(img), hex);
+	}
+	ho_ctl_reply(conn, 0, "%s", out);
+}
+
 static void *ctl_main(void *arg)
 {
 	struct fs *fs = arg;
@@ -908,6 +957,13 @@ static void *ctl_main(void *arg)
 			ho_ctl_reply(conn, rc, "%s", rc ? ho_strerror(rc) : "");
 		} else if (strcmp(req, "status") == 0) {
 			ctl_status(fs, conn);
+		} else if (strncmp(req, "digest-prepare ", 15) == 0) {
+			unsigned mask = digest_mask(req + 15);
+			if (mask)
+				fs_digest_prepare(fs->dig, mask);
+			ho_ctl_reply(conn, mask ? 0 : HO_EINVAL, "%s", mask ? "" : "digest of what? (memory, disk or all)");
+		} else if (strncmp(req, "digest ", 7) == 0) {
+			ctl_digest(fs, conn, req + 7);
 		} else if (fs->opt.ctl_hook) {
 			fs->opt.ctl_hook(fs, req, conn, pfd, fs->opt.ctl_hook_arg);
 			continue;
@@ -1092,6 +1148,11 @@ int fs_mount(struct overlay *ov, struct tracker *tr, const struct fs_options *op
 	fs->ctl_fd = -1;
 	fs->wake[0] = fs->wake[1] = -1;
 	fs->mountpoint = realpath(opt->mountpoint, NULL);
+	if ((rc = fs_digest_new(ov, &fs->dig))) {
+		free(fs->mountpoint);
+		free(fs);
+		return rc;
+	}
 	for (int i = 0; i < NSTRIPES; i++)
 		pthread_mutex_init(&fs->stripe[i], NULL);
 	pthread_mutex_init(&fs->flush_lock, NULL);
@@ -1202,6 +1263,8 @@ int fs_run(struct fs *fs)
 	pthread_join(fs->flusher, NULL);
 	pthread_join(fs->ctl_thread, NULL);
 	pthread_join(fs->sig_thread, NULL);
+	fs_digest_free(fs->dig);             /* stops a background sum before the caller closes ov */
+	fs->dig = NULL;
 	fs_sync(fs);
 	fuse_session_unmount(fs->se);
 	ho_ctl_unlink(overlay_dir(fs->ov));
@@ -1223,6 +1286,7 @@ void fs_free(struct fs *fs)
 		free(fs->pend_bits[i]);
 		free(fs->pend_asked[i]);
 	}
+	fs_digest_free(fs->dig);
 	free(fs->mountpoint);
 	free(fs);
 }

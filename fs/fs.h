@@ -12,8 +12,11 @@
  * writes that were never fsynced.
  *
  * The daemon also answers the control socket (common/ctl.h): "checkpoint" → "ok GEN", "sync",
- * "status" (ending in "pending=N", see fs_pending_count()); other requests go to the caller's hook
- * (the mirror's "apply").
+ * "status" (ending in "pending=N", see fs_pending_count()), "digest memory|disk|all" → "memory=HEX
+ * disk=HEX" (the image digest both ends of a handoff compare, defined in fs/digest.h; it costs
+ * the modified chunks plus, once per mount, one read of the base) and "digest-prepare
+ * memory|disk|all" (start reading the base for it in the background); other requests go to the
+ * caller's hook (the mirror's "apply").
  */
 #ifndef HANDOFF_FS_H
 #define HANDOFF_FS_H

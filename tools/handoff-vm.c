@@ -1200,111 +1200,50 @@ static void proxy_stop(struct proxy *px)
 	close(px->stop_pipe[1]);
 }
 
-/* The digest both sides compare before the destination resumes (--verify): XXH3-128 of each
- * 4 MiB block, read on two threads, then XXH3-128 of those block digests. It guards against loss
- * anywhere in the chain between two machines that trust each other (the control messages that
- * carry it are authenticated), so a fast non-cryptographic hash is enough; at 1 GiB of guest RAM
- * SHA-256 alone cost seconds of downtime. */
-#define DIGEST_BLOCK (4u << 20)
-
-struct digest_job { int fd; uint64_t size, nblocks; unsigned k, n; uint8_t *sums; int rc; };
-
-static void *digest_main(void *arg)
+/* The digests both sides compare before the destination resumes (--verify), as
+ * "memory=HEX[ disk=HEX]": the mount daemon computes them (the "digest" control request, defined
+ * in fs/digest.h) from the chunks its overlay holds and sums of the base it read ahead of time
+ * ("digest-prepare"), so the cost is the modified chunks, not the whole image through FUSE. They
+ * guard against loss anywhere in the chain between two machines that trust each other (the
+ * control messages that carry them are authenticated), so a fast non-cryptographic hash is
+ * enough. The source writes the page cache back first: the daemon hashes what it holds. */
+static int image_digests(const char *ovl, bool all, char *out, size_t len)
 {
-	struct digest_job *j = arg;
-	uint8_t *buf = malloc(DIGEST_BLOCK);
-	if (!buf) {
-		j->rc = HO_ENOMEM;
-		return NULL;
-	}
-	for (uint64_t b = j->k; b < j->nblocks && !j->rc; b += j->n) {
-		size_t len = (size_t)HO_MIN((uint64_t)DIGEST_BLOCK, j->size - b * DIGEST_BLOCK);
-		ssize_t got = ho_pread_full(j->fd, buf, len, b * DIGEST_BLOCK);
-		if (got != (ssize_t)len)
-			j->rc = got < 0 ? (int)got : HO_EIO;
-		else
-			ho_xxh128(buf, len, j->sums + 16 * b);
-	}
-	free(buf);
-	return NULL;
-}
-
-static int image_digest(const char *path, uint8_t out[16])
-{
-	struct stat st;
-	int fd = open(path, O_RDONLY | O_CLOEXEC), rc = 0;
-	if (fd < 0 || fstat(fd, &st) < 0) {
-		rc = ho_from_errno(errno);
-		if (fd >= 0)
-			close(fd);
+	char req[32];
+	int rc = export_writeback(ovl);
+	if (rc)
 		return rc;
-	}
-	uint64_t size = (uint64_t)st.st_size, nb = (size + DIGEST_BLOCK - 1) / DIGEST_BLOCK;
-	uint8_t *sums = calloc(nb ? nb : 1, 16);
-	struct digest_job jobs[2];
-	pthread_t th;
-	bool started = false;
-	if (!sums) {
-		close(fd);
-		return HO_ENOMEM;
-	}
-	for (unsigned k = 0; k < 2; k++)
-		jobs[k] = (struct digest_job){ .fd = fd, .size = size, .nblocks = nb, .k = k, .n = 2, .sums = sums };
-	started = pthread_create(&th, NULL, digest_main, &jobs[1]) == 0;
-	if (!started)
-		jobs[0].n = 1;             /* no thread: all blocks here */
-	digest_main(&jobs[0]);
-	if (started)
-		pthread_join(th, NULL);
-	rc = jobs[0].rc ? jobs[0].rc : started ? jobs[1].rc : 0;
-	if (!rc) {
-		uint8_t tail[8];
-		ho_put_le64(tail, size);
-		ho_xxh128(sums, 16 * nb, out);
-		for (int i = 0; i < 8; i++)
-			out[i] ^= tail[i];          /* the size counts too */
-	}
-	free(sums);
-	close(fd);
+	fmt(req, sizeof(req), "digest %s", all ? "all" : "memory");
+	if ((rc = ho_ctl_call(ovl, req, -1, 600000, out, len)))
+		ho_err("cannot hash the images of '%s': %s%s%s", ovl, ho_strerror(rc), out[0] ? ": " : "", out);
 	return rc;
 }
 
-/* The digests of MNT/memory (and MNT/disk with all) as "memory=HEX[ disk=HEX]": what both sides
- * compare before the destination resumes (--verify) */
-static int image_digests(const char *mnt, bool all, char *out, size_t len)
+/* ask the mount daemon of ovl to read the base for the digests now (in the background) */
+static void image_digests_prepare(const char *ovl, const char *verify)
 {
-	static const char *const names[2] = { "memory", "disk" };
-	size_t o = 0;
-	out[0] = 0;
-	for (int i = 0; i < (all ? 2 : 1); i++) {
-		char path[PATH_MAX], hex[33];
-		uint8_t d[16];
-		fmt(path, sizeof(path), "%s/%s", mnt, names[i]);
-		int rc = image_digest(path, d);
-		if (rc) {
-			ho_err("cannot hash '%s': %s", path, ho_strerror(rc));
-			return rc;
-		}
-		ho_hex(d, 16, hex);
-		o += (size_t)fmt(out + o, len - o, "%s%s=%s", o ? " " : "", names[i], hex);
-	}
-	return 0;
+	char req[32], reply[HO_CTL_LINE];
+	if (!strcmp(verify, "none"))
+		return;
+	fmt(req, sizeof(req), "digest-prepare %s", strcmp(verify, "all") ? "memory" : "all");
+	if (ho_ctl_call(ovl, req, -1, 10000, reply, sizeof(reply)))
+		ho_warn("the mount of '%s' cannot prepare the image digests; they will take longer", ovl);
 }
 
 /* image_digests on a thread, so that the hashing overlaps other work of the downtime (the final
  * round on the source, QEMU's start and device-state load on the destination) */
-struct digest_task { const char *mnt; bool all; char out[300]; int rc; pthread_t th; bool started, joined; };
+struct digest_task { const char *ovl; bool all; char out[HO_CTL_LINE]; int rc; pthread_t th; bool started, joined; };
 
 static void *digest_task_main(void *arg)
 {
 	struct digest_task *t = arg;
-	t->rc = image_digests(t->mnt, t->all, t->out, sizeof(t->out));
+	t->rc = image_digests(t->ovl, t->all, t->out, sizeof(t->out));
 	return NULL;
 }
 
-static void digest_task_start(struct digest_task *t, const char *mnt, bool all)
+static void digest_task_start(struct digest_task *t, const char *ovl, bool all)
 {
-	t->mnt = mnt;
+	t->ovl = ovl;
 	t->all = all;
 	t->rc = 0;
 	t->joined = false;
@@ -1726,6 +1665,8 @@ static int cmd_migrate(int argc, char **argv)
 		ho_warn("test fault '%s': the final round's stream will be corrupted", fault);
 	}
 
+	image_digests_prepare(ovl, verify);
+
 	/* live rounds */
 	uint32_t since = 0;
 	for (;;) {
@@ -1807,7 +1748,7 @@ static int cmd_migrate(int argc, char **argv)
 	struct digest_task digt;
 	bool hashing = strcmp(verify, "none") != 0;
 	if (hashing)
-		digest_task_start(&digt, mnt, !strcmp(verify, "all"));
+		digest_task_start(&digt, ovl, !strcmp(verify, "all"));
 	rc = export_round(ovl, streamto, &eo, since, 0, false, false, &rep.r[rep.n]);
 	int drc = hashing ? digest_task_join(&digt) : 0;
 	if (rc)
@@ -2192,6 +2133,7 @@ static int cmd_receive(int argc, char **argv)
 			goto lost;
 	}
 	ho_notice("source connected with the same base; receiving rounds");
+	image_digests_prepare(ovl, "memory");     /* what --verify needs by default; "all" reads the disk base later */
 	size_t dlen = 0;
 	uint8_t dwant[HO_SHA256_LEN];
 	char devin[PATH_MAX];
@@ -2249,7 +2191,7 @@ static int cmd_receive(int argc, char **argv)
 			struct verify_gate vg = { .g = { .check = verify_gate_check }, .cn = cn };
 			bool verifying = strcmp(vmode, "none") != 0;
 			if (verifying)
-				digest_task_start(&vg.dt, mnt, !strcmp(vmode, "all"));
+				digest_task_start(&vg.dt, ovl, !strcmp(vmode, "all"));
 			uint64_t t0 = ho_mono_ns();
 			rc = resume_and_report(cn, &b, mnt, run, accel, devin, &vm, verifying ? &vg.g : NULL);
 			if (verifying)

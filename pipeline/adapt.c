@@ -156,6 +156,8 @@ struct adapt {
 
 	uint64_t input_remaining, bytes_sent;
 	unsigned decisions, switches, probes;
+	uint64_t progress_t;         /* adapt_progress_due(): the last line */
+	bool progress_any;
 };
 
 /* The CPUs this process may run on (its affinity mask, as taskset or a cgroup's cpuset leaves
@@ -700,6 +702,15 @@ void adapt_observe_cpu(struct adapt *a, double available_fraction, uint64_t now_
 	cpu_add(a, available_fraction, false, now_ns, 0);
 }
 
+bool adapt_progress_due(struct adapt *a, uint64_t now_ns, uint64_t interval_ns, bool force)
+{
+	if (!force && a->progress_any && now_ns - a->progress_t < interval_ns)
+		return false;
+	a->progress_any = true;
+	a->progress_t = now_ns;
+	return true;
+}
+
 void adapt_set_progress(struct adapt *a, uint64_t input_remaining, uint64_t bytes_sent)
 {
 	a->input_remaining = input_remaining;
@@ -933,10 +944,16 @@ void adapt_status(const struct adapt *a, struct adapt_status *st)
 	st->cpu_avail = a->cpu.slow.v;
 	st->bytes_sent = a->bytes_sent;
 	st->input_remaining = a->input_remaining;
-	if (a->input_remaining == UINT64_MAX)
+	st->inflight = a->any_sent && a->sent_cum > a->ack_cum ? a->sent_cum - a->ack_cum : 0;
+	if (a->input_remaining == UINT64_MAX) {
 		st->eta_s = -1;
-	else
+	} else {
+		/* the input still to process, and what is on its way but not acknowledged yet: once
+		 * the encoder is done, that drains at the link's rate */
 		st->eta_s = (double)a->input_remaining / st->rate_Bps;
+		if (st->inflight && a->bw.slow.v > 0)
+			st->eta_s = HO_MAX(st->eta_s, ((double)a->input_remaining * st->ratio + (double)st->inflight) / a->bw.slow.v);
+	}
 	st->forced = a->forced >= 0;
 	st->decisions = a->decisions;
 	st->switches = a->switches;
@@ -1006,9 +1023,9 @@ int adapt_progress_line(const struct adapt_status *st, int json, char *buf, size
 			snprintf(eta, sizeof(eta), "null");
 		r = snprintf(buf, len,
 		             "{\"mode\":\"%s\",\"bandwidth_bps\":%.0f,\"ratio\":%.4f,\"bytes_sent\":%" PRIu64
-		             ",\"eta_s\":%s,\"rate_Bps\":%.0f,\"cpu_avail\":%.3f,\"bottleneck\":\"%s\","
+		             ",\"bytes_unacked\":%" PRIu64 ",\"eta_s\":%s,\"rate_Bps\":%.0f,\"cpu_avail\":%.3f,\"bottleneck\":\"%s\","
 		             "\"switches\":%u,\"forced\":%s}",
-		             name, st->bandwidth_Bps * 8, st->ratio, st->bytes_sent, eta, st->rate_Bps,
+		             name, st->bandwidth_Bps * 8, st->ratio, st->bytes_sent, st->inflight, eta, st->rate_Bps,
 		             st->cpu_avail, st->net_bound ? "net" : "cpu", st->switches,
 		             st->forced ? "true" : "false");
 	} else {

@@ -246,7 +246,10 @@ struct adapt_status {
 	double cpu_avail;           /* fraction of the cores free of competing load */
 	uint64_t bytes_sent;        /* from adapt_set_progress() */
 	uint64_t input_remaining;   /* from adapt_set_progress(); UINT64_MAX = unknown */
-	double eta_s;               /* input_remaining / rate_Bps; < 0 when unknown */
+	uint64_t inflight;          /* wire bytes sent (adapt_frame_sent) and not acknowledged */
+	double eta_s;               /* input_remaining / rate_Bps, or, when longer, the time the
+	                               link needs for the rest of the input at the current ratio
+	                               plus inflight; < 0 when unknown */
 	bool net_bound;             /* the network is the bottleneck of the current mode */
 	bool forced;                /* pinned by adapt_force() */
 	unsigned decisions;         /* evaluations so far */
@@ -257,10 +260,14 @@ struct adapt_status {
 
 void adapt_status(const struct adapt *a, struct adapt_status *st);
 
+/* Rate-limits progress lines: true (and records now) when the last true answer is at least
+ * interval_ns old, or force; the exporter's frame loop and the sender's waits share it. */
+bool adapt_progress_due(struct adapt *a, uint64_t now_ns, uint64_t interval_ns, bool force);
+
 /* Format st as one progress line (no newline): json = 0 gives the human line for stderr,
  *   "mode zstd-3 | 4.8 Mbit/s | ratio 0.312 | sent 12.3 MiB | eta 0:42"
- * json != 0 one JSON object with the keys mode, bandwidth_bps (bits/s), ratio, bytes_sent, eta_s
- * (null when unknown), rate_Bps, cpu_avail, bottleneck ("net" or "cpu"), switches.
+ * json != 0 one JSON object with the keys mode, bandwidth_bps (bits/s), ratio, bytes_sent,
+ * bytes_unacked (inflight), eta_s (null when unknown), rate_Bps, cpu_avail, bottleneck ("net" or "cpu"), switches.
  * Returns the length written, or HO_ELIMIT when buf is too small (then buf holds "" ). */
 int adapt_progress_line(const struct adapt_status *st, int json, char *buf, size_t len);
 

@@ -434,7 +434,7 @@ struct walk {
 	uint64_t io_ns;                    /* time spent in the sink and reading the overlay */
 	uint64_t obs_in, obs_out0, obs_cpu0, obs_wall0, obs_io0;   /* since the last observation */
 	uint64_t total_input;              /* dirty bytes in the stream (for the ETA) */
-	uint64_t last_meter_ns, last_progress_ns;
+	uint64_t last_meter_ns;
 	struct adapt_cpu_meter meter;
 	bool calibrated;                   /* every mode was probed once on this data */
 	uint64_t run_max;                  /* bytes per run: the unit of mode decisions */
@@ -524,21 +524,33 @@ int export_adapt_new(const struct export_opts *o, struct adapt **out)
 	return 0;
 }
 
-/* One progress line on stderr (not through ho_log: its prefix would break JSON lines). */
-static void walk_progress(struct walk *w, uint64_t now, bool force)
+/* One progress line on stderr (not through ho_log: its prefix would break JSON lines), at most
+ * every half second unless forced; input_remaining UINT64_MAX keeps the last value. */
+void export_progress(struct adapt *ad, int progress, uint64_t input_remaining, uint64_t wire_bytes, bool force)
 {
 	struct adapt_status st;
 	char line[512];
 
-	if (!w->ad || !w->o->progress || (!force && now - w->last_progress_ns < 500000000ull))
+	if (!ad || !progress || !adapt_progress_due(ad, ho_mono_ns(), 500000000ull, force))
 		return;
-	w->last_progress_ns = now;
-	adapt_set_progress(w->ad, w->total_input - HO_MIN(w->total_input, w->res->input_bytes), w->res->wire_bytes);
-	adapt_status(w->ad, &st);
-	if (adapt_progress_line(&st, w->o->progress == 2, line, sizeof(line)) > 0) {
-		fprintf(stderr, "%s%s\n", w->o->progress == 2 ? "" : "handoff-export: ", line);
+	if (input_remaining == UINT64_MAX) {
+		adapt_status(ad, &st);
+		input_remaining = st.input_remaining;
+	}
+	adapt_set_progress(ad, input_remaining, wire_bytes);
+	adapt_status(ad, &st);
+	if (adapt_progress_line(&st, progress == 2, line, sizeof(line)) > 0) {
+		fprintf(stderr, "%s%s\n", progress == 2 ? "" : "handoff-export: ", line);
 		fflush(stderr);
 	}
+}
+
+static void walk_progress(struct walk *w, uint64_t now, bool force)
+{
+	(void)now;
+	if (w->ad && w->o->progress)
+		export_progress(w->ad, w->o->progress, w->total_input - HO_MIN(w->total_input, w->res->input_bytes),
+				w->res->wire_bytes, force);
 }
 
 /* Start a new observation window (after a mode switch or a probe). */
@@ -1234,7 +1246,6 @@ int export_run_adapt(const char *dir, uint32_t until, const struct export_opts *
 	if (w.ad) {
 		uint64_t now = ho_mono_ns();
 		obs_reset(&w, now);
-		w.last_progress_ns = now;
 		double avail;
 		adapt_cpu_meter_sample(&w.meter, &avail);     /* primes it */
 	}

@@ -36,6 +36,10 @@ int export_run_adapt(const char *dir, uint32_t until, const struct export_opts *
 /* The engine for o (over the named modes of mode.h, with their measured profiles), or NULL in
  * *out when o needs none (neither adaptive nor progress, or a mode outside the table). */
 int export_adapt_new(const struct export_opts *o, struct adapt **out);
+/* A progress line (export_opts.progress: 1 human, 2 JSON) on stderr from ad's status, at most
+ * every half second unless force; input_remaining UINT64_MAX keeps the last one. No-op without
+ * ad or progress. The sender calls it while it waits for acknowledgements. */
+void export_progress(struct adapt *ad, int progress, uint64_t input_remaining, uint64_t wire_bytes, bool force);
 
 /* After export_run(): keep what it sent (OVERLAY_DIR/sentset.next becomes sentset) when the
  * receiver applied it (or, for a file or pipe, will apply it in order), else drop it. */

@@ -234,7 +234,27 @@ struct tx {
 	uint64_t sent_seq;         /* frames sent (+1 of the last seq) */
 	uint64_t nacks;            /* acknowledgements received on this connection */
 	uint64_t max_frame;        /* the largest frame sent so far (wire bytes) */
+	int timeout_ms;            /* for one reply */
 };
+
+/* A reply line, blocking; with progress lines on, one every half second while we wait (the
+ * encoder is held by the window, or done and the link drains the rest). */
+static int tx_read_line(struct tx *t, char *out, size_t out_len)
+{
+	int waited = 0;
+	while (t->ad && t->o->progress) {
+		export_progress(t->ad, t->o->progress, UINT64_MAX, t->res->wire_bytes, false);   /* when due */
+		if (memchr(t->in.buf, '\n', t->in.len))
+			break;
+		struct pollfd p = { .fd = t->fd, .events = POLLIN };
+		int r = poll(&p, 1, 100);
+		if (r > 0 || (r < 0 && errno != EINTR))
+			break;
+		if (r == 0 && (waited += 100) >= t->timeout_ms)
+			return HO_ETIMEDOUT;
+	}
+	return line_read(&t->in, out, out_len, true);
+}
 
 static int tx_handle_line(struct tx *t, const char *line)
 {
@@ -286,7 +306,7 @@ static int tx_window(struct tx *t)
 	window = HO_MAX(window, 2 * t->max_frame);
 	while (t->sent_seq > t->acked && t->sent_seq - t->acked < TX_RING &&
 	       t->res->wire_bytes - (t->acked ? t->cum[(t->acked - 1) % TX_RING] : 0) > window) {
-		if ((rc = line_read(&t->in, line, sizeof(line), true))) {
+		if ((rc = tx_read_line(t, line, sizeof(line)))) {
 			if (rc == HO_ETIMEDOUT)
 				ho_err("the receiver acknowledged nothing in time (%" PRIu64 " frames acknowledged)", t->acked);
 			else
@@ -429,6 +449,7 @@ int export_to_tcp(const char *dir, uint32_t until, const struct export_opts *o, 
 	for (int attempt = 0; attempt < 3; attempt++) {
 		memset(&t, 0, sizeof(t));
 		t.o = &oo;
+		t.timeout_ms = timeout;
 		t.res = res;
 		t.fresh = fresh;
 		if ((rc = tcp_connect(hostport, timeout, &t.fd)))
@@ -445,9 +466,9 @@ int export_to_tcp(const char *dir, uint32_t until, const struct export_opts *o, 
 			break;
 		}
 		rc = export_run_adapt(dir, until, &oo, t.ad, tx_emit, &t, res);
-		adapt_free(t.ad);
-		t.ad = NULL;
 		if (rc == RESTART && !fresh) {
+			adapt_free(t.ad);
+			t.ad = NULL;
 			close(t.fd);
 			fresh = true;
 			continue;
@@ -459,7 +480,7 @@ int export_to_tcp(const char *dir, uint32_t until, const struct export_opts *o, 
 		} else if (!rc) {
 			/* wait for "published" */
 			for (;;) {
-				if ((rc = line_read(&t.in, line, sizeof(line), true))) {
+				if ((rc = tx_read_line(&t, line, sizeof(line)))) {
 					ho_err("connection to the receiver lost before it confirmed the stream (%s)",
 					       ho_strerror(rc));
 					rc = HO_ECONN;
@@ -473,6 +494,10 @@ int export_to_tcp(const char *dir, uint32_t until, const struct export_opts *o, 
 					break;
 			}
 		}
+		if (published)
+			export_progress(t.ad, oo.progress, UINT64_MAX, res->wire_bytes, true);
+		adapt_free(t.ad);
+		t.ad = NULL;
 		close(t.fd);
 		/* the receiver does not hold what earlier exports sent (it was restored, changed, or
 		 * applied another stream): send this one again, referencing only itself */

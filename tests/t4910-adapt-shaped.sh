@@ -65,8 +65,10 @@ transfer() {
 	"$WAN" exec $NAME b handoff-import -q --listen "$B:0" --port-file port --disk base.img --memory-size $msize $recv 2>import$n.err &
 	local ipid=$!
 	for _ in $(seq 200); do [ -s port ] && break; sleep 0.05; done
-	"$WAN" exec $NAME a handoff-export --adaptive --progress=json --to "$B:$(cat port)" $o 2>progress$n
-	rc=$?
+	# each line stamped with the time it arrived
+	"$WAN" exec $NAME a handoff-export --adaptive --progress=json --to "$B:$(cat port)" $o 2>&1 >/dev/null |
+		while IFS= read -r l; do printf '%s %s\n' "$EPOCHREALTIME" "$l"; done >progress$n
+	rc=${PIPESTATUS[0]}
 	wait $ipid; irc=$?
 	is "$rc:$irc" "0:0" "$what: export and import succeed"
 	settled=$(grep -o '"mode":"[^"]*"' progress$n | cut -d'"' -f4 | sort | uniq -c | sort -rn | awk 'NR==1{print $2}')
@@ -86,6 +88,18 @@ transfer() {
 }
 
 transfer "5 Mbit/s"; thin=${RANK:-0}
+# a progress line every half second, also while the sender waits for acknowledgements (its
+# window is full, or everything is encoded and the link drains the rest): from the first line to
+# the end of the export (its last message), no gap of 1.5 s or more
+gap=$(awk '/"mode":/ { on = 1 } on { if (p) { g = $1 - p; if (g > m) m = g } p = $1 } END { printf "%.2f", m }' progress1)
+lines=$(grep -c '"mode":' progress1)
+check "5 Mbit/s: progress lines keep coming while the link drains ($lines lines, largest gap $gap s)" \
+	awk -v g="$gap" -v n="$lines" 'BEGIN { exit !(g < 1.5 && n >= 4) }'
+last_eta=$(grep '"mode":' progress1 | tail -n 1 | grep -o '"eta_s":[^,]*' | cut -d: -f2)
+check "5 Mbit/s: the last progress line has an ETA of zero (eta_s $last_eta)" awk -v e="$last_eta" 'BEGIN { exit !(e != "null" && e + 0 < 0.5) }'
+# while frames are on their way the ETA counts them: no zero ETA before the last line
+early0=$(grep '"mode":' progress1 | head -n -1 | grep -c '"eta_s":0\.0,')
+is "$early0" 0 "5 Mbit/s: no ETA of zero while bytes are still unacknowledged"
 "$WAN" rate $NAME 1gbit
 transfer "1 Gbit/s" ovl2 136M "$sha_disk2" "$sha_mem2"; fat=${RANK:-0}
 if [ "$thin" -gt "$fat" ]; then ok "stronger mode at 5 Mbit/s (rank $thin) than at 1 Gbit/s (rank $fat)"

@@ -43,6 +43,9 @@
 #   ADAPT_BENCH_SCHEDULE="25mbit:10 5mbit:10 100mbit:10 10mbit:10"   (looped)
 #   ADAPT_BENCH_LOAD="100mbit 4 6"   (rate, seconds before the load starts, busy processes)
 #   ADAPT_BENCH_ROWS="rates schedule load"
+#   ADAPT_BENCH_LOGS=DIR (keep adaptive's progress lines, one file per row)
+#   ADAPT_BENCH_ADAPTIVE_ARGS="-vv" (more handoff-export options for the adaptive runs; -vv logs
+#   every switch with the predictions behind it)
 set -u
 : "${HANDOFF_BUILD:=$(cd "$(dirname "$0")/.." && pwd)/build}"
 : "${HANDOFF_SRC:=$(cd "$(dirname "$0")/.." && pwd)}"
@@ -58,6 +61,8 @@ ROWS=${ADAPT_BENCH_ROWS:-"rates schedule load"}
 REPEAT=${ADAPT_BENCH_REPEAT:-1}
 CUTOFF=${ADAPT_BENCH_CUTOFF:-2.5}
 DATA=${ADAPT_BENCH_DATA:-}
+LOGS=${ADAPT_BENCH_LOGS:-}
+read -r -a ADAPT_ARGS <<<"${ADAPT_BENCH_ADAPTIVE_ARGS:-}"
 NCPU=$(nproc)
 NAME=hb$$
 say() { echo "bench/adapt: $*" >&2; }
@@ -278,7 +283,7 @@ transfer1() {
 	[ -n "$port" ] || { kill $ipid 2>/dev/null; echo FAIL; return; }
 	rm -f "$ovl/export-pending"
 	local args=(--mode "$mode" -T "$NCPU")
-	[ "$mode" = adaptive ] && args=(--adaptive --progress=json)
+	[ "$mode" = adaptive ] && args=(--adaptive --progress=json "${ADAPT_ARGS[@]}")
 	eval "$prep"
 	t0=$(date +%s.%N)
 	"$WAN" exec $NAME a timeout "$limit" handoff-export -q "${args[@]}" --to "$B:$port" "$ovl" 2>"$log"
@@ -334,6 +339,9 @@ row() {   # row LABEL OVL ORDER PREP: PREP is eval'd before each export (rate, s
 	if [ $adaptive = 1 ]; then
 		t=$(transfer adaptive "$work/log.adaptive" "$ovl" 900)
 		say "$label: adaptive $t"
+		if [ -n "$LOGS" ]; then
+			mkdir -p "$LOGS" && cp "$work/log.adaptive" "$LOGS/adaptive-$(tr -c 'A-Za-z0-9.\n' '_' <<<"$label" | cut -c1-60).log"
+		fi
 		picks=$(grep -o '"mode":"[^"]*"' "$work/log.adaptive" | cut -d'"' -f4 | uniq -c |
 			awk '{ printf "%s%s", s, $2 ($1 > 1 ? "x" $1 : ""); s = ">" }')
 		rel=-
@@ -353,8 +361,7 @@ echo "of the changes growing with the rate so that cells measure the steady stat
 echo "column; ratios differ between samples, compare within a row), $SCHED_MB MiB under the schedules."
 echo "Static modes run -T $NCPU like adaptive; '>T' = stopped at T s (slower than $CUTOFF x the row's"
 echo "best). adaptive/best < 1 means adaptive won. $NCPU cores, shared. The last column lists the"
-echo "modes of adaptive's progress lines (a line every 0.5 s while it encodes; none while it waits"
-echo "for acknowledgements)."
+echo "modes of adaptive's progress lines (a line every 0.5 s)."
 echo "Start: $(uptime)"
 echo
 printf '| link | load | %s | adaptive | best static | adaptive/best | adaptive modes (x progress lines) |\n' "$(echo $MODES | sed 's/ / | /g')"

@@ -2,7 +2,7 @@
 # t6020-vm-handoff.sh — a real VM handoff end to end with handoff-vm (TCG, on this machine):
 # create a base of the tiny guest, give each side its own copy, resume the base on a source mount,
 # hand the running guest over to a destination mirror mount (live rounds, pause, final round,
-# device state, memory digests compared, resume there; with a pre-shared key), then check from inside the guest that nothing was lost: the counter
+# device state, disk and memory digests compared (--verify all), resume there; with a pre-shared key), then check from inside the guest that nothing was lost: the counter
 # goes on from where it stopped with the same boot id, and the guest's self-check (md5s of RAM and
 # disk data) passes; also that >= 2 rounds happened, the report adds up and the source let go.
 set -u
@@ -63,13 +63,14 @@ check "receiver listens" test -s "$T/port"
 # ---- the handoff --------------------------------------------------------------------------------
 src_pid=$(cat "$T/src.run/qemu.pid")
 if handoff-vm migrate --run-dir "$T/src.run" --to "127.0.0.1:$(cat "$T/port")" --key "$T/key" --mode delta-zstd3 \
-	--report "$T/report.json" 2>"$T/migrate.log"; then
+	--verify all --postcopy never --report "$T/report.json" 2>"$T/migrate.log"; then
 	ok "handoff-vm migrate succeeded (authenticated, delta-zstd3, images verified)"
 else
 	not_ok "handoff-vm migrate succeeded"; sed 's/^/# /' "$T/migrate.log" "$T/recv.log"
 fi
 wait "$RPID"; rrc=$?; RPID=
 is "$rrc" 0 "receiver exited 0"
+check "the destination compared disk and memory digests" grep -q 'images verified (all)' "$T/recv.log"
 sed 's/^/# /' "$T/migrate.log"
 grep -q 'handed off in' "$T/migrate.log" && ok "timing summary on stderr" || not_ok "timing summary on stderr"
 

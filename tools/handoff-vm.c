@@ -1675,7 +1675,7 @@ static int cmd_migrate(int argc, char **argv)
 			goto lost;
 		rep.n++;
 		since = r->until;
-		conn_send(cn, "ROUND %d %u %" PRIu64, rep.n, r->until, r->wire_bytes);
+		conn_send(cn, "ROUND %d %u %" PRIu64 " verify=%s", rep.n, r->until, r->wire_bytes, verify);
 		char b1[32];
 		ho_notice("round %d (live): %s sent in %.2f s", rep.n, ho_fmt_bytes(r->wire_bytes, b1, sizeof(b1)), secs(r->ns));
 		if (rep.n >= max_rounds - 1)
@@ -1935,7 +1935,7 @@ static int verify_gate_check(struct resume_gate *g)
 		g->told = true;
 		return HO_EDIGEST;
 	}
-	ho_info("images verified (%s)", v->dt.all ? "all" : "memory");
+	ho_notice("images verified (%s)", v->dt.all ? "all" : "memory");
 	return 0;
 }
 
@@ -2133,7 +2133,8 @@ static int cmd_receive(int argc, char **argv)
 			goto lost;
 	}
 	ho_notice("source connected with the same base; receiving rounds");
-	image_digests_prepare(ovl, "memory");     /* what --verify needs by default; "all" reads the disk base later */
+	image_digests_prepare(ovl, "memory");     /* what --verify needs by default; "all": see ROUND */
+	bool digest_all_prepared = false;
 	size_t dlen = 0;
 	uint8_t dwant[HO_SHA256_LEN];
 	char devin[PATH_MAX];
@@ -2147,6 +2148,12 @@ static int cmd_receive(int argc, char **argv)
 			conn_send(cn, "TIME %" PRIu64, ho_now_ns());
 		} else if (!strncmp(line, "ROUND ", 6)) {
 			ho_info("%s", line);
+			/* what the source will verify: the disk's base sums too, ahead of the downtime */
+			const char *v = strstr(line, " verify=");
+			if (v && !strncmp(v + 8, "all", 3) && !digest_all_prepared) {
+				image_digests_prepare(ovl, "all");
+				digest_all_prepared = true;
+			}
 		} else if (!strncmp(line, "DEVSTATE ", 9)) {
 			char hex[2 * HO_SHA256_LEN + 1];
 			if ((rc = check_signed(cn, line)) || sscanf(line, "DEVSTATE %zu %64s", &dlen, hex) != 2 ||

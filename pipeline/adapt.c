@@ -36,6 +36,8 @@
 #define NET_GROW_MAX      16.0
 #define NET_LEARN_NS      1000000000ull
 #define FAT_IDLE_RUN      4
+#define FLAP_MAX          3          /* dwell doublings after back-and-forth switches */
+#define FLAP_FORGET       8          /* dwells in one mode that forget them */
 #define CORR_MIN          0.4
 /* between modes of different groups, the corrections' ratio, kept within less than the
  * hysteresis: corrections are learnt from frames and samples of different data (and from the
@@ -136,6 +138,8 @@ struct adapt {
 	bool big_pending;            /* a big change in bw or cpu since the last evaluation */
 	uint64_t last_eval, last_switch;
 	double ref_bw, ref_cpu;      /* estimates at the last evaluation */
+	size_t prev_mode;            /* the mode the last switch left */
+	unsigned flaps;              /* back-and-forth switches in a row (stretch the dwell) */
 
 	bool probe_primed;
 	uint64_t probe_t, last_probe;
@@ -809,9 +813,23 @@ size_t adapt_decide(struct adapt *a, uint64_t now_ns)
 		/* nor does the dwell hold a mode predicted to lose by more than the big-change factor
 		 * (the first estimates come from tiny samples; a wrong start would otherwise last) */
 		bool big_gain = cb > cc * (1 + a->p.big_change);
+		/* Going straight back to the mode the last switch left means one of the two
+		 * predictions was wrong (a probe's sample unlike the frames that followed, say): each
+		 * such round trip doubles the dwell before the next, for both the dwell and a
+		 * predicted big gain, up to FLAP_MAX doublings; a change of the link or the CPU still
+		 * decides at once. A mode kept for FLAP_FORGET dwells clears it. */
+		if (a->flaps && a->switched && now_ns - a->last_switch >= FLAP_FORGET * a->p.min_dwell_ns)
+			a->flaps = 0;
+		bool back = a->switched && best == a->prev_mode && !a->grow_switch && !a->grown;
+		uint64_t dwell = a->p.min_dwell_ns << (back ? a->flaps : 0);
+		bool dwelt = !a->switched || now_ns - a->last_switch >= dwell;
+		if (back && a->flaps)
+			big_gain = big_gain && dwelt;
 		if (!wait && cb > cc * (1 + a->p.hysteresis) &&
-		    (a->big_pending || lighter || big_gain || !a->switched ||
-		     now_ns - a->last_switch >= a->p.min_dwell_ns)) {
+		    (a->big_pending || lighter || big_gain || dwelt)) {
+			if (back && !lighter && now_ns - a->last_switch < FLAP_FORGET * a->p.min_dwell_ns)
+				a->flaps = HO_MIN(a->flaps + 1, (unsigned)FLAP_MAX);
+			a->prev_mode = a->cur;
 			ho_debug("mode '%s' -> '%s': predicted %.3g -> %.3g B/s (bw %.3g B/s, cpu %.2f)",
 			         a->m[a->cur].name, a->m[best].name, cc, cb, a->bw.slow.v, a->cpu.slow.v);
 			grow_account(a, best, now_ns);

@@ -19,7 +19,9 @@
  * adapt_decide() picks argmax C with hysteresis: it re-evaluates at least every decide_interval,
  * switches only when the best mode beats the current one by more than `hysteresis` and the current
  * one has been in place for `min_dwell`, except after a big change in B or A, which re-evaluates at
- * once and skips the dwell.
+ * once and skips the dwell. A switch straight back to the mode the previous switch left (one of
+ * the two predictions was wrong) doubles the dwell before the next such switch, up to 8 times,
+ * and a predicted big gain no longer skips it; eight dwells in one mode forget this.
  *
  * Estimates are exponential moving averages over irregular samples: a new sample gets weight
  * 1 - exp(-dt / tau), dt being the time since that estimate was last updated, so a mode probed

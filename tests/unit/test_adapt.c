@@ -327,6 +327,45 @@ static void test_hysteresis(void)
 	ok(without >= 10, "...while without hysteresis they would (%u switches)", without);
 }
 
+/* Predictions that keep turning (here: a link alternating every second around the crossover,
+ * with no hysteresis to hold it): each switch straight back to the mode the last one left doubles
+ * the dwell, so the engine stops paying for a switch every dwell; a big change still decides at
+ * once. */
+static void test_flap(void)
+{
+	struct adapt_params p = params();
+	struct adapt *a;
+	struct adapt_status st;
+	unsigned first_half = 0;
+
+	p.hysteresis = 1e-9;
+	a = adapt_new(modes, NMODES, &p);
+	for (double t = 1; t < 41; t += 0.05) {
+		double bw = ((long)t % 2) ? 1.7e6 : 1.9e6;
+		adapt_observe_net(a, (uint64_t)(bw * 0.05), S(0.05), true, S(t));
+		adapt_observe_cpu(a, 1.0, S(t));
+		adapt_decide(a, S(t));
+		if (t < 11) {
+			adapt_status(a, &st);
+			first_half = st.switches;
+		}
+	}
+	adapt_status(a, &st);
+	ok(first_half >= 3, "back and forth at first, every dwell (%u switches in 10 s)", first_half);
+	ok(st.switches - first_half <= 3, "then the dwell stretches (%u more in the next 30 s, not ~15)", st.switches - first_half);
+	/* a big change is not held: to 100 Mbit/s from zstd-19 (zstd-9 wins), to 2 Mbit/s from
+	 * zstd-9 (zstd-19 wins) */
+	size_t before = st.mode, m = before, want = before == ZSTD19 ? ZSTD9 : ZSTD19;
+	double t = 41, bw = want == ZSTD9 ? MBIT(100) : MBIT(2);
+	for (; t < 43 && m == before; t += 0.05) {
+		adapt_observe_net(a, (uint64_t)(bw * 0.05), S(0.05), true, S(t));
+		m = adapt_decide(a, S(t));
+	}
+	ok(m == want && t - 41 < 0.6, "a jump to %.0f Mbit/s still decides at once (%s after %.2f s)", bw * 8 / 1e6,
+	   adapt_mode_name(a, m), t - 41);
+	adapt_free(a);
+}
+
 /* A link just too fat for zstd-19 to fill (1.6 MB/s), yet too thin for zstd-9 to beat it by the
  * hysteresis margin: the estimate growth tries the lighter mode, which fills the link and is
  * undone; the tries must back off. */
@@ -1099,6 +1138,7 @@ int main(void)
 	test_closed_loop_rates();
 	test_cpu_contention();
 	test_hysteresis();
+	test_flap();
 	test_grow_backoff();
 	test_grow_steps();
 	test_wild_sample();

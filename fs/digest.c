@@ -161,36 +161,33 @@ void fs_digest_free(struct fs_digest *d)
 	free(d);
 }
 
-void fs_digest_prepare(struct fs_digest *d, unsigned mask)
+/* the images of mask whose sums are neither done nor being computed (lock held) */
+static unsigned sums_missing(const struct fs_digest *d, unsigned mask)
 {
-	pthread_mutex_lock(&d->lock);
 	unsigned want = 0;
 	for (int img = 0; img < OVERLAY_NIMAGES; img++)
 		if ((mask & (1u << img)) && d->state[img] == SUMS_NONE)
 			want |= 1u << img;
-	if (!want) {
-		pthread_mutex_unlock(&d->lock);
-		return;
-	}
-	if (d->thread_live) {
+	return want;
+}
+
+void fs_digest_prepare(struct fs_digest *d, unsigned mask)
+{
+	pthread_mutex_lock(&d->lock);
+	if (sums_missing(d, mask) && d->thread_live) {
 		/* one thread at a time: join the last one (it has finished or is about to finish the
-		 * images it was asked for; what it did not do is in want) */
+		 * images it was asked for), then see what is still missing */
 		pthread_t t = d->thread;
 		d->thread_live = false;
 		pthread_mutex_unlock(&d->lock);
 		pthread_join(t, NULL);
 		pthread_mutex_lock(&d->lock);
-		want = 0;
-		for (int img = 0; img < OVERLAY_NIMAGES; img++)
-			if ((mask & (1u << img)) && d->state[img] == SUMS_NONE)
-				want |= 1u << img;
-		if (!want) {
-			pthread_mutex_unlock(&d->lock);
-			return;
-		}
 	}
-	d->pending_mask = want;
-	d->thread_live = pthread_create(&d->thread, NULL, prepare_main, d) == 0;
+	unsigned want = sums_missing(d, mask);
+	if (want) {
+		d->pending_mask = want;
+		d->thread_live = pthread_create(&d->thread, NULL, prepare_main, d) == 0;
+	}
 	pthread_mutex_unlock(&d->lock);
 }
 

@@ -545,9 +545,8 @@ void export_progress(struct adapt *ad, int progress, uint64_t input_remaining, u
 	}
 }
 
-static void walk_progress(struct walk *w, uint64_t now, bool force)
+static void walk_progress(struct walk *w, bool force)
 {
-	(void)now;
 	if (w->ad && w->o->progress)
 		export_progress(w->ad, w->o->progress, w->total_input - HO_MIN(w->total_input, w->res->input_bytes),
 				w->res->wire_bytes, force);
@@ -960,7 +959,7 @@ static int walk_tick(struct walk *w, uint64_t now)
 		if (m != w->cur && (rc = switch_mode(w, m, now)))
 			return rc;
 	}
-	walk_progress(w, now, false);
+	walk_progress(w, false);
 	return 0;
 }
 
@@ -1262,7 +1261,7 @@ int export_run_adapt(const char *dir, uint32_t until, const struct export_opts *
 	if (!rc && w.sent)
 		rc = sent_stage(&w, res);
 	if (!rc && w.ad)
-		walk_progress(&w, ho_mono_ns(), true);
+		walk_progress(&w, true);
 out:
 	adapt_free(own);
 	res->peak_rss = pipeline_peak_rss();

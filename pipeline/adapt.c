@@ -57,6 +57,7 @@ struct ema {
 	double v;
 	uint64_t t;       /* time of the last update */
 	bool seen;        /* updated from an observation at least once */
+	double cover;     /* ema_avg_add: the weight the observations hold, 1 - prod(1 - w) */
 };
 
 /* A slow average for the estimate and a fast one (tau / FAST_DIV) to notice a step change: when
@@ -77,7 +78,12 @@ struct amode {
 	unsigned threads;     /* 0 = all cores */
 	unsigned group;       /* shares frame/probe corrections with its group (0: none) */
 	struct ema speed;     /* input bytes per CPU-second */
-	struct ema ratio;     /* output / input */
+	struct ema ratio;     /* output / input: from frames, fr_out / fr_in */
+	/* the input and output bytes of its frames, each decayed by exp(-age / tau_ratio): the ratio
+	 * of the bytes of the last seconds, not a mean of per-frame ratios. A frame's input is what
+	 * was fed between two emitted frames, and with worker threads frames leave in bursts: one
+	 * frame's ratio can be 0.1 or 1.5 where the bytes of both give 0.5. */
+	double fr_in, fr_out;
 	uint64_t t_obs;       /* last observation of any kind */
 	bool observed;
 	/* Probes compress a sample on its own, frames compress up to frame_max together: with data
@@ -240,6 +246,32 @@ static void ema_add(struct ema *e, double x, uint64_t now, uint64_t dur, uint64_
 		w = 1.0 - exp(-(double)dt / (double)tau);
 	}
 	e->v += w * (x - e->v);
+	e->t = now;
+	e->seen = true;
+}
+
+/* ema_add for a mode's frame samples, which come every few milliseconds on a fast link: the
+ * first one stands for its own duration, not for the whole past. Until the samples cover about
+ * tau, the estimate is their time-weighted mean (the bias correction of an EMA started from zero);
+ * then it is ema_add. With plain ema_add, the first frame after a switch, of 5 ms, held its
+ * value for seconds against the hundreds of frames after it. */
+static void ema_avg_add(struct ema *e, double x, uint64_t now, uint64_t dur, uint64_t tau, double first_w)
+{
+	uint64_t dt = dur;
+	double w, c;
+
+	if (e->seen && now > e->t && now - e->t > dt)
+		dt = now - e->t;
+	w = 1.0 - exp(-(double)dt / (double)tau);
+	if (!e->seen) {
+		e->v += first_w * (x - e->v);
+		e->cover = w;
+	} else {
+		c = 1.0 - (1.0 - e->cover) * (1.0 - w);
+		if (c > 0)
+			e->v += w / c * (x - e->v);
+		e->cover = c;
+	}
 	e->t = now;
 	e->seen = true;
 }
@@ -480,11 +512,18 @@ static void mode_add(struct adapt *a, size_t i, uint64_t in, uint64_t out, uint6
 	struct amode *m = &a->m[i];
 	double r = HO_MAX((double)out / (double)in, MIN_RATIO);
 
-	ema_add(&m->speed, (double)in / ((double)cpu_ns / NS_PER_S), now, wall_ns, a->p.tau_rate_ns,
-	        a->p.first_weight);
+	(probe ? ema_add : ema_avg_add)(&m->speed, (double)in / ((double)cpu_ns / NS_PER_S), now, wall_ns,
+	                                  a->p.tau_rate_ns, a->p.first_weight);
 	if (!probe) {
-		ema_add(&m->sfr, (double)in / ((double)cpu_ns / NS_PER_S), now, wall_ns, a->p.tau_rate_ns, 1.0);
-		ema_add(&m->ratio, r, now, wall_ns, a->p.tau_ratio_ns, m->ratio.seen ? 1.0 : a->p.first_weight);
+		ema_avg_add(&m->sfr, (double)in / ((double)cpu_ns / NS_PER_S), now, wall_ns, a->p.tau_rate_ns, 1.0);
+		double d = m->ratio.seen && now > m->ratio.t ?
+		           exp(-(double)(now - m->ratio.t) / (double)a->p.tau_ratio_ns) : m->ratio.seen ? 1.0 : 0.0;
+		m->fr_in = m->fr_in * d + (double)in;
+		m->fr_out = m->fr_out * d + (double)out;
+		double fr = HO_MAX(m->fr_out / m->fr_in, MIN_RATIO);
+		m->ratio.v = m->ratio.seen ? fr : m->ratio.v + a->p.first_weight * (fr - m->ratio.v);
+		m->ratio.t = now;
+		m->ratio.seen = true;
 		m->last_fr = r;
 		m->t_obs = now;
 		m->observed = true;

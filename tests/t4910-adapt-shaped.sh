@@ -5,7 +5,7 @@
 # must move toward cheaper compression than on an idle machine at the same rate, and every
 # transfer must leave the receiver's images byte-identical to the sender's.
 # Modes are ranked by their order in `handoff-export --list-modes` (cheapest first); the mode a
-# run "settled on" is the one named in the most --progress=json lines. The engine keeps its first
+# run "settled on" is the one its last --progress=json line names. The engine keeps its first
 # mode until acknowledgements told it something about the link, and needs a second or so of them
 # to learn a fat one, so the 1 Gbit/s transfer gets more data: 128 MiB of shared libraries (a 6 MiB
 # export is over in a tenth of a second there), on which zstd is not much better than lz4.
@@ -71,7 +71,9 @@ transfer() {
 	rc=${PIPESTATUS[0]}
 	wait $ipid; irc=$?
 	is "$rc:$irc" "0:0" "$what: export and import succeed"
-	settled=$(grep -o '"mode":"[^"]*"' progress$n | cut -d'"' -f4 | sort | uniq -c | sort -rn | awk 'NR==1{print $2}')
+	# the mode of the last line: what the engine chose once it had measured the link (on the fat
+	# link it starts from a guess and needs half of the two seconds to learn it)
+	settled=$(grep -o '"mode":"[^"]*"' progress$n | tail -n 1 | cut -d'"' -f4)
 	RANK=$(grep -nxF -- "$settled" <<<"$MODES" | cut -d: -f1)
 	if [ -n "$RANK" ]; then ok "$what: settled on '$settled' (rank $RANK of $(wc -l <<<"$MODES"))"
 	else not_ok "$what: no known mode in the progress lines ('$settled')"; RANK=0; fi

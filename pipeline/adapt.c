@@ -127,6 +127,7 @@ struct adapt {
 	double net_max;              /* the highest throughput any sample showed */
 	uint64_t net_ns;             /* time covered by the network samples taken in */
 	bool sat_seen;               /* a saturated sample came in: the link was measured */
+	double bw_meas;              /* bw.slow after the last network sample (not grown) */
 	bool fat_seen;               /* ...or one, not saturated, above the estimate, or the socket
 	                                seen empty FAT_IDLE_RUN times in a row: it is fat */
 	unsigned q_idle_run;
@@ -653,6 +654,10 @@ void adapt_observe_net(struct adapt *a, uint64_t acked_bytes, uint64_t wall_ns, 
 	}
 	a->net_acc_bytes = 0;
 	a->net_acc_ns = 0;
+	if (!a->grown)
+		a->bw_meas = a->bw.slow.v;
+	else    /* an unsaturated sample during a growth trial: the link carried that much */
+		a->bw_meas = HO_MAX(a->bw_meas, HO_MIN(x, a->bw.slow.v));
 	check_big(a, a->bw.slow.v, a->ref_bw);
 }
 
@@ -991,8 +996,11 @@ void adapt_status(const struct adapt *a, struct adapt_status *st)
 	st->mode_name = a->m[a->cur].name;
 	/* until the link was seen saturated, the estimate is a guess (initial_bw, or grown): report
 	 * what it did carry, so that a sender sizing its unacknowledged window from this (transport.c)
-	 * does not push seconds of a thin link's worth in the mode chosen on the guess */
-	st->bandwidth_Bps = a->sat_seen ? a->bw.slow.v : HO_MIN(a->bw.slow.v, a->net_max);
+	 * does not push seconds of a thin link's worth in the mode chosen on the guess. A growth
+	 * trial's guess sizes the window (the lighter mode must be able to fill a fatter link), but
+	 * progress shows the last measured value: 299 Mbit/s on a 100 Mbit/s link was a guess. */
+	st->window_Bps = a->sat_seen ? a->bw.slow.v : HO_MIN(a->bw.slow.v, a->net_max);
+	st->bandwidth_Bps = a->grown && a->bw_meas > 0 ? HO_MIN(st->window_Bps, a->bw_meas) : st->window_Bps;
 	st->bw_model_Bps = a->bw.slow.v;
 	st->ratio = eff_ratio(a, a->cur);
 	st->rate_Bps = predict(a, a->cur, &p, &n);

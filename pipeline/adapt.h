@@ -238,9 +238,14 @@ double adapt_predict(const struct adapt *a, size_t idx, double *proc_rate, doubl
 struct adapt_status {
 	size_t mode;                /* current mode */
 	const char *mode_name;      /* owned by the engine */
-	double bandwidth_Bps;       /* network throughput estimate, bytes/s; until a sample showed
-	                               the link saturated, only what it carried so far (0 before
-	                               the first sample): the engine's own guess is no measurement */
+	double bandwidth_Bps;       /* network throughput measured, bytes/s, as progress shows it:
+	                               until a sample showed the link saturated, only what it
+	                               carried so far (0 before the first sample), and while the
+	                               engine tries a grown estimate, the last measured one: the
+	                               engine's own guesses are no measurements */
+	double window_Bps;          /* what the sender's unacknowledged window is sized for: as
+	                               bandwidth_Bps, but following a grown estimate (a lighter
+	                               mode tried on it must be able to fill a fatter link) */
 	double bw_model_Bps;        /* the estimate the decisions use (the guess, until measured) */
 	double ratio;               /* current mode's output/input estimate */
 	double proc_Bps;            /* current mode's processing rate on the available cores */

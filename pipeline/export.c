@@ -433,6 +433,10 @@ struct walk {
 	void *emit_arg;
 	uint64_t io_ns;                    /* time spent in the sink and reading the overlay */
 	uint64_t obs_in, obs_out0, obs_cpu0, obs_wall0, obs_io0;   /* since the last observation */
+	/* after a switch, the frames of the previous mode still being compressed (stream_enc's
+	 * workers) come out under the new one: they are counted for the mode that made them */
+	uint64_t old_frames, old_in;
+	size_t old_mode;
 	uint64_t total_input;              /* dirty bytes in the stream (for the ETA) */
 	uint64_t last_meter_ns;
 	struct adapt_cpu_meter meter;
@@ -563,15 +567,32 @@ static void obs_reset(struct walk *w, uint64_t now)
 }
 
 /* A frame went out: what the mode in use did since the last frame (CPU of all threads, wall time
- * without the sink and overlay reads, input and output bytes). */
+ * without the sink and overlay reads, input and output bytes). With worker threads a frame holds
+ * input fed before the last one went out, so single samples are off either way; but no byte is
+ * dropped or counted twice (a frame that leaves before any new input waits for the next one), so
+ * the engine's sums over the last seconds are right. */
 static void walk_observe(struct walk *w, uint64_t now)
 {
 	uint64_t cpu = cpu_ns(CLOCK_PROCESS_CPUTIME_ID), io = w->io_ns - w->obs_io0;
 	uint64_t wall = now - w->obs_wall0;
 
-	if (w->obs_in && cpu > w->obs_cpu0 && wall > io)
-		adapt_observe_mode(w->ad, w->cur, w->obs_in, w->res->wire_bytes - w->obs_out0, cpu - w->obs_cpu0,
-				   wall - io, w->nthreads, now);
+	if (w->old_frames) {
+		/* the previous mode's frames: its window closes with the last of them, the current
+		 * mode's (whose input was counted since the switch) opens there */
+		if (--w->old_frames)
+			return;
+		if (w->old_in && cpu > w->obs_cpu0 && wall > io)
+			adapt_observe_mode(w->ad, w->old_mode, w->old_in, w->res->wire_bytes - w->obs_out0,
+					   cpu - w->obs_cpu0, wall - io, w->nthreads, now);
+		uint64_t in = w->obs_in;
+		obs_reset(w, now);
+		w->obs_in = in;
+		return;
+	}
+	if (!w->obs_in || cpu <= w->obs_cpu0 || wall <= io)
+		return;
+	adapt_observe_mode(w->ad, w->cur, w->obs_in, w->res->wire_bytes - w->obs_out0, cpu - w->obs_cpu0,
+			   wall - io, w->nthreads, now);
 	obs_reset(w, now);
 }
 
@@ -810,6 +831,13 @@ static int switch_mode(struct walk *w, size_t m, uint64_t now)
 	ho_debug("adaptive: switching from '%s' to '%s'", mode_get(w->cur)->name, md->name);
 	if ((rc = stream_enc_flush_frame(w->enc)))
 		return rc;
+	/* the frames still in the encoder's workers are this mode's (a switch before the last
+	 * one's frames came out leaves those to the window they fall in) */
+	if (!w->old_frames && (w->old_frames = stream_enc_frames_queued(w->enc))) {
+		w->old_mode = w->cur;
+		w->old_in = w->obs_in;
+		w->obs_in = 0;
+	}
 	w->cur = m;
 	w->mode.full = md;
 	for (unsigned i = 0; i < w->nthreads; i++)
@@ -819,7 +847,8 @@ static int switch_mode(struct walk *w, size_t m, uint64_t now)
 		return rc;
 	if (!w->o->frame_size && w->warm)
 		stream_enc_set_frame_limit(w->enc, adapt_frame(md));
-	obs_reset(w, now);
+	if (!w->old_frames)
+		obs_reset(w, now);
 	return 0;
 }
 

@@ -571,6 +571,18 @@ int stream_enc_set_frame_limit(struct stream_enc *e, uint32_t limit)
 	return 0;
 }
 
+uint64_t stream_enc_frames_queued(struct stream_enc *e)
+{
+	uint64_t n;
+
+	if (!e->nthreads)
+		return 0;
+	pthread_mutex_lock(&e->mu);
+	n = e->count;
+	pthread_mutex_unlock(&e->mu);
+	return n;
+}
+
 int stream_enc_flush_frame(struct stream_enc *e)
 {
 	int rc;

@@ -172,6 +172,9 @@ int stream_enc_set_frame_limit(struct stream_enc *e, uint32_t limit);
  * what follows goes into a new frame, e.g. at a switch of codec. A no-op when it is empty. 0 or
  * the (sticky) error of compressing or emitting it. */
 int stream_enc_flush_frame(struct stream_enc *e);
+/* Frames handed to the worker threads and not emitted yet (0 without workers): the next that
+ * many frames emitted are those, in order. */
+uint64_t stream_enc_frames_queued(struct stream_enc *e);
 /* Add a chunk. Chunks must come in strictly increasing (image, idx) order; c->data must hold the
  * chunk's bytes for every encoding (they feed the END digest; NULL is read as zeroes for ZERO);
  * XOR_BASE and DELTA_BASE also need c->payload (the encoding is the caller's: delta.h).

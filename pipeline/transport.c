@@ -289,6 +289,42 @@ static int tx_drain(struct tx *t)
 	return rc == HO_EBUSY ? 0 : rc;
 }
 
+/* Write a piece to the receiver. With the engine (adaptive, or progress lines): without
+ * blocking, and while the socket is full, read the acknowledgements as they come (the engine's
+ * link samples would otherwise arrive in bunches after each write, and a write of a 2 MiB frame
+ * into a 5 Mbit/s link takes seconds) and print progress lines when due. */
+static int tx_write(struct tx *t, const void *buf, size_t len)
+{
+	const char *p = buf;
+	size_t done = 0;
+	int waited = 0, rc;
+
+	if (!t->ad)
+		return ho_write_full(t->fd, buf, len) ? HO_ECONN : 0;
+	while (done < len) {
+		ssize_t n = send(t->fd, p + done, len - done, MSG_DONTWAIT | MSG_NOSIGNAL);
+		if (n > 0) {
+			done += (size_t)n;
+			waited = 0;
+			continue;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+			return HO_ECONN;
+		export_progress(t->ad, t->o->progress, UINT64_MAX, t->res->wire_bytes + done, false);
+		struct pollfd pf = { .fd = t->fd, .events = POLLOUT | POLLIN };
+		int r = poll(&pf, 1, 100);
+		if (r < 0 && errno != EINTR)
+			return HO_ECONN;
+		if (r > 0 && (pf.revents & (POLLIN | POLLHUP | POLLERR)) && (rc = tx_drain(t)))
+			return rc;
+		if (r == 0 && (waited += 100) >= t->timeout_ms)
+			return HO_ETIMEDOUT;
+	}
+	return 0;
+}
+
 /* Adaptive sender: keep at most about a quarter second of the link's rate (at least 256 KiB)
  * unacknowledged, so the mode chosen now is the one the link sees soon, and the engine's
  * decisions follow what the acknowledgements tell (the socket buffer would absorb megabytes). */
@@ -300,7 +336,7 @@ static int tx_window(struct tx *t)
 
 	adapt_status(t->ad, &st);
 	/* until acknowledgements measured the link, the engine's bandwidth is a guess */
-	uint64_t window = t->nacks < 2 ? TX_WINDOW_MIN : HO_MAX((uint64_t)TX_WINDOW_MIN, (uint64_t)(st.bandwidth_Bps / 4));
+	uint64_t window = t->nacks < 2 ? TX_WINDOW_MIN : HO_MAX((uint64_t)TX_WINDOW_MIN, (uint64_t)(st.window_Bps / 4));
 	/* at least two frames: with one, every frame is written into an empty socket after the
 	 * previous ack, and no sample ever shows the link saturated */
 	window = HO_MAX(window, 2 * t->max_frame);
@@ -370,11 +406,15 @@ static int tx_emit(void *arg, const struct stream_piece *p)
 		return rc;
 	if (t->ad && ioctl(t->fd, SIOCOUTQ, &queued) < 0)
 		queued = -1;
-	if (ho_write_full(t->fd, p->buf, p->len)) {
+	if ((rc = tx_write(t, p->buf, p->len))) {
 		/* the receiver may have said why before closing */
 		tx_drain(t);
 		if (t->rc)
 			return t->rc;
+		if (rc == HO_ETIMEDOUT) {
+			ho_err("the receiver took nothing in time (%" PRIu64 " frames acknowledged)", t->acked);
+			return rc;
+		}
 		ho_err("connection to the receiver lost after %" PRIu64 " acknowledged frames", t->acked);
 		return HO_ECONN;
 	}

@@ -141,6 +141,10 @@ int main(int argc, char **argv)
 		ho_err("--to and --output exclude each other");
 		return PIPELINE_EXIT_USAGE;
 	}
+	if (o.adaptive && o.mode) {
+		ho_err("--adaptive and --mode exclude each other");
+		return PIPELINE_EXIT_USAGE;
+	}
 	if (!to && !strcmp(output, "-") && isatty(STDOUT_FILENO)) {
 		ho_err("refusing to write a binary stream to a terminal (use -o FILE or a pipe)");
 		return PIPELINE_EXIT_REFUSED;
@@ -155,11 +159,6 @@ int main(int argc, char **argv)
 		ho_warn("the stream is unauthenticated (no --key)");
 	}
 	o.progress = progress ? progress : verbosity >= LOG_INFO ? 1 : 0;
-	if (o.adaptive && o.mode) {
-		ho_err("--adaptive and --mode exclude each other");
-		rc = HO_EINVAL;
-		goto out;
-	}
 	if (!o.mode)
 		o.adaptive = true;          /* the default: adapt to the CPU and the link */
 

@@ -531,8 +531,11 @@ static void test_ema(void)
 		adapt_decide(a, S(t));
 	}
 	adapt_status(a, &st);
-	ok(st.bandwidth_Bps > MBIT(15), "a long unsaturated spell lets the estimate grow (%.1f Mbit/s)",
-	   st.bandwidth_Bps * 8 / 1e6);
+	ok(st.bw_model_Bps > MBIT(15), "a long unsaturated spell lets the estimate grow (%.1f Mbit/s)",
+	   st.bw_model_Bps * 8 / 1e6);
+	ok(st.window_Bps == st.bw_model_Bps, "...the sender's window follows it (%.1f Mbit/s)", st.window_Bps * 8 / 1e6);
+	ok(fabs(st.bandwidth_Bps - MBIT(10)) / MBIT(10) < 0.05,
+	   "...but progress shows what was measured (%.1f Mbit/s)", st.bandwidth_Bps * 8 / 1e6);
 	for (double t = 22; t < 25; t += 0.05)
 		adapt_observe_net(a, (uint64_t)(MBIT(10) * 0.05), S(0.05), true, S(t));
 	adapt_status(a, &st);
@@ -799,8 +802,8 @@ static void test_grow_gate(void)
 	sim_run(&s, 5);
 	is_int(sim_mode(&s), ZSTD9, "...and stays there while no acknowledgement answers it (5 s)");
 	adapt_status(s.a, &st);
-	ok(st.bandwidth_Bps <= 16 * max_seen * 1.01, "...with the guess at most 16x what the link showed "
-	   "(%.1f Mbit/s, seen %.1f)", st.bandwidth_Bps * 8 / 1e6, max_seen * 8 / 1e6);
+	ok(st.bw_model_Bps <= 16 * max_seen * 1.01, "...with the guess at most 16x what the link showed "
+	   "(%.1f Mbit/s, seen %.1f)", st.bw_model_Bps * 8 / 1e6, max_seen * 8 / 1e6);
 	s.net_off = false;
 	sim_run(&s, 10);
 	is_int(sim_mode(&s), LZ4, "acks again (a 1 Gbit/s link): on to lz4");

@@ -57,7 +57,6 @@ struct ema {
 	double v;
 	uint64_t t;       /* time of the last update */
 	bool seen;        /* updated from an observation at least once */
-	double cover;     /* ema_avg_add: the weight the observations hold, 1 - prod(1 - w) */
 };
 
 /* A slow average for the estimate and a fast one (tau / FAST_DIV) to notice a step change: when
@@ -84,6 +83,7 @@ struct amode {
 	 * was fed between two emitted frames, and with worker threads frames leave in bursts: one
 	 * frame's ratio can be 0.1 or 1.5 where the bytes of both give 0.5. */
 	double fr_in, fr_out;
+	double fs_in, fs_cpu;  /* the same for speed: input bytes and CPU-seconds, decayed by tau_rate */
 	uint64_t t_obs;       /* last observation of any kind */
 	bool observed;
 	/* Probes compress a sample on its own, frames compress up to frame_max together: with data
@@ -247,32 +247,6 @@ static void ema_add(struct ema *e, double x, uint64_t now, uint64_t dur, uint64_
 		w = 1.0 - exp(-(double)dt / (double)tau);
 	}
 	e->v += w * (x - e->v);
-	e->t = now;
-	e->seen = true;
-}
-
-/* ema_add for a mode's frame samples, which come every few milliseconds on a fast link: the
- * first one stands for its own duration, not for the whole past. Until the samples cover about
- * tau, the estimate is their time-weighted mean (the bias correction of an EMA started from zero);
- * then it is ema_add. With plain ema_add, the first frame after a switch, of 5 ms, held its
- * value for seconds against the hundreds of frames after it. */
-static void ema_avg_add(struct ema *e, double x, uint64_t now, uint64_t dur, uint64_t tau, double first_w)
-{
-	uint64_t dt = dur;
-	double w, c;
-
-	if (e->seen && now > e->t && now - e->t > dt)
-		dt = now - e->t;
-	w = 1.0 - exp(-(double)dt / (double)tau);
-	if (!e->seen) {
-		e->v += first_w * (x - e->v);
-		e->cover = w;
-	} else {
-		c = 1.0 - (1.0 - e->cover) * (1.0 - w);
-		if (c > 0)
-			e->v += w / c * (x - e->v);
-		e->cover = c;
-	}
 	e->t = now;
 	e->seen = true;
 }
@@ -513,10 +487,21 @@ static void mode_add(struct adapt *a, size_t i, uint64_t in, uint64_t out, uint6
 	struct amode *m = &a->m[i];
 	double r = HO_MAX((double)out / (double)in, MIN_RATIO);
 
-	(probe ? ema_add : ema_avg_add)(&m->speed, (double)in / ((double)cpu_ns / NS_PER_S), now, wall_ns,
-	                                  a->p.tau_rate_ns, a->p.first_weight);
-	if (!probe) {
-		ema_avg_add(&m->sfr, (double)in / ((double)cpu_ns / NS_PER_S), now, wall_ns, a->p.tau_rate_ns, 1.0);
+	if (probe) {
+		ema_add(&m->speed, (double)in / ((double)cpu_ns / NS_PER_S), now, wall_ns, a->p.tau_rate_ns,
+		        a->p.first_weight);
+	} else {
+		double ds = m->sfr.seen && now > m->sfr.t ?
+		            exp(-(double)(now - m->sfr.t) / (double)a->p.tau_rate_ns) : m->sfr.seen ? 1.0 : 0.0;
+		m->fs_in = m->fs_in * ds + (double)in;
+		m->fs_cpu = m->fs_cpu * ds + (double)cpu_ns / NS_PER_S;
+		double sp = m->fs_in / m->fs_cpu;
+		m->speed.v = m->speed.seen ? sp : m->speed.v + a->p.first_weight * (sp - m->speed.v);
+		m->speed.t = now;
+		m->speed.seen = true;
+		m->sfr.v = sp;
+		m->sfr.t = now;
+		m->sfr.seen = true;
 		double d = m->ratio.seen && now > m->ratio.t ?
 		           exp(-(double)(now - m->ratio.t) / (double)a->p.tau_ratio_ns) : m->ratio.seen ? 1.0 : 0.0;
 		m->fr_in = m->fr_in * d + (double)in;

@@ -432,10 +432,10 @@ struct walk {
 	stream_emit_fn emit;               /* the sink, wrapped (walk_emit) to time it */
 	void *emit_arg;
 	uint64_t io_ns;                    /* time spent in the sink and reading the overlay */
-	uint64_t obs_in, obs_out0, obs_cpu0, obs_wall0, obs_io0;   /* since the last observation */
+	uint64_t obs_cpu0, obs_wall0, obs_io0;   /* since the last frame went out */
 	/* after a switch, the frames of the previous mode still being compressed (stream_enc's
 	 * workers) come out under the new one: they are counted for the mode that made them */
-	uint64_t old_frames, old_in;
+	uint64_t old_frames;
 	size_t old_mode;
 	uint64_t total_input;              /* dirty bytes in the stream (for the ETA) */
 	uint64_t last_meter_ns;
@@ -559,40 +559,28 @@ static void walk_progress(struct walk *w, bool force)
 /* Start a new observation window (after a mode switch or a probe). */
 static void obs_reset(struct walk *w, uint64_t now)
 {
-	w->obs_in = 0;
-	w->obs_out0 = w->res->wire_bytes;
 	w->obs_cpu0 = cpu_ns(CLOCK_PROCESS_CPUTIME_ID);
 	w->obs_wall0 = now;
 	w->obs_io0 = w->io_ns;
 }
 
-/* A frame went out: what the mode in use did since the last frame (CPU of all threads, wall time
- * without the sink and overlay reads, input and output bytes). With worker threads a frame holds
- * input fed before the last one went out, so single samples are off either way; but no byte is
- * dropped or counted twice (a frame that leaves before any new input waits for the next one), so
- * the engine's sums over the last seconds are right. */
-static void walk_observe(struct walk *w, uint64_t now)
+/* A frame went out: its chunks' bytes and its size, for the mode that made it, with the CPU of all
+ * threads and the wall time (without the sink and overlay reads) since the previous frame. With
+ * worker threads that time is not exactly this frame's (its compression overlapped the previous
+ * ones'), so single samples are off either way; the engine's decayed sums over the last seconds
+ * are right. */
+static void walk_observe(struct walk *w, const struct stream_piece *p, uint64_t now)
 {
 	uint64_t cpu = cpu_ns(CLOCK_PROCESS_CPUTIME_ID), io = w->io_ns - w->obs_io0;
 	uint64_t wall = now - w->obs_wall0;
+	size_t m = w->cur;
 
 	if (w->old_frames) {
-		/* the previous mode's frames: its window closes with the last of them, the current
-		 * mode's (whose input was counted since the switch) opens there */
-		if (--w->old_frames)
-			return;
-		if (w->old_in && cpu > w->obs_cpu0 && wall > io)
-			adapt_observe_mode(w->ad, w->old_mode, w->old_in, w->res->wire_bytes - w->obs_out0,
-					   cpu - w->obs_cpu0, wall - io, w->nthreads, now);
-		uint64_t in = w->obs_in;
-		obs_reset(w, now);
-		w->obs_in = in;
-		return;
+		w->old_frames--;
+		m = w->old_mode;
 	}
-	if (!w->obs_in || cpu <= w->obs_cpu0 || wall <= io)
-		return;
-	adapt_observe_mode(w->ad, w->cur, w->obs_in, w->res->wire_bytes - w->obs_out0, cpu - w->obs_cpu0,
-			   wall - io, w->nthreads, now);
+	if (p->chunk_bytes && cpu > w->obs_cpu0 && wall > io)
+		adapt_observe_mode(w->ad, m, p->chunk_bytes, p->len, cpu - w->obs_cpu0, wall - io, w->nthreads, now);
 	obs_reset(w, now);
 }
 
@@ -605,7 +593,7 @@ static int walk_emit(void *arg, const struct stream_piece *p)
 	t1 = ho_mono_ns();
 	w->io_ns += t1 - t0;
 	if (!rc && w->ad && p->kind == STREAM_EMIT_FRAME)
-		walk_observe(w, t1);
+		walk_observe(w, p, t1);
 	return rc;
 }
 
@@ -823,7 +811,7 @@ static void full_chunk(struct walk *w, uint64_t i, struct stream_chunk *c)
 
 /* Switch to mode m of the table: its chunk encoders, frame codec and frame size, from the next
  * run on. The frame being collected is closed first, with the codec of the mode that made it. */
-static int switch_mode(struct walk *w, size_t m, uint64_t now)
+static int switch_mode(struct walk *w, size_t m)
 {
 	const struct mode *md = mode_get(m);
 	int rc;
@@ -831,13 +819,10 @@ static int switch_mode(struct walk *w, size_t m, uint64_t now)
 	ho_debug("adaptive: switching from '%s' to '%s'", mode_get(w->cur)->name, md->name);
 	if ((rc = stream_enc_flush_frame(w->enc)))
 		return rc;
-	/* the frames still in the encoder's workers are this mode's (a switch before the last
-	 * one's frames came out leaves those to the window they fall in) */
-	if (!w->old_frames && (w->old_frames = stream_enc_frames_queued(w->enc))) {
-		w->old_mode = w->cur;
-		w->old_in = w->obs_in;
-		w->obs_in = 0;
-	}
+	/* the frames still in the encoder's workers are this mode's (after two quick switches,
+	 * the first one's are counted for the second) */
+	w->old_frames = stream_enc_frames_queued(w->enc);
+	w->old_mode = w->cur;
 	w->cur = m;
 	w->mode.full = md;
 	for (unsigned i = 0; i < w->nthreads; i++)
@@ -847,8 +832,6 @@ static int switch_mode(struct walk *w, size_t m, uint64_t now)
 		return rc;
 	if (!w->o->frame_size && w->warm)
 		stream_enc_set_frame_limit(w->enc, adapt_frame(md));
-	if (!w->old_frames)
-		obs_reset(w, now);
 	return 0;
 }
 
@@ -985,7 +968,7 @@ static int walk_tick(struct walk *w, uint64_t now)
 	}
 	if (w->adaptive) {
 		size_t m = adapt_decide(w->ad, now);
-		if (m != w->cur && (rc = switch_mode(w, m, now)))
+		if (m != w->cur && (rc = switch_mode(w, m)))
 			return rc;
 	}
 	walk_progress(w, false);
@@ -1077,7 +1060,6 @@ static int flush_run(struct walk *w)
 			return rc;
 		w->res->chunks[w->img]++;
 		w->res->input_bytes += c.len;
-		w->obs_in += c.len;
 	}
 	w->count = 0;
 	return 0;

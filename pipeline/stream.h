@@ -143,6 +143,8 @@ struct stream_piece {
 	const uint8_t *buf;
 	size_t len;
 	uint64_t input_bytes;     /* FRAME: decoded payload bytes in it */
+	uint64_t chunk_bytes;     /* FRAME: image bytes of the chunks it carries (ZERO and references
+	                             included): the input it stands for */
 };
 typedef int (*stream_emit_fn)(void *arg, const struct stream_piece *p);
 

@@ -484,6 +484,33 @@ static void test_big_change(void)
 	adapt_free(s.a);
 }
 
+/* With worker threads a frame leaves with input fed before the previous one did: one sample can
+ * carry a tenth of its input, the next the rest. The engine's ratio and speed are ratios of sums
+ * over the last seconds, not means of such samples. */
+static void test_sums(void)
+{
+	struct adapt_params p = params();
+	struct adapt *a = adapt_new(modes, NMODES, &p);
+	struct adapt_status st;
+	double proc;
+
+	adapt_force(a, ZSTD3);
+	adapt_observe_cpu(a, 1.0, S(1));
+	for (double t = 1; t < 5; t += 0.02) {
+		bool small = ((int)(t * 50 + 0.5)) % 2;
+		/* 1 MB in and 0.3 MB out per pair; CPU 10 ms per pair, split the other way */
+		adapt_observe_mode(a, ZSTD3, small ? 100000 : 900000, 150000, S(small ? 0.008 : 0.002),
+				   S(small ? 0.008 : 0.002), 1, S(t));
+	}
+	adapt_status(a, &st);
+	adapt_predict(a, ZSTD3, &proc, NULL);
+	ok(fabs(st.ratio - 0.3) < 0.01, "uneven frame samples: the ratio is that of the bytes (%.3f, not "
+	   "the mean of 1.5 and 0.17)", st.ratio);
+	ok(fabs(proc - 2 * 100e6) / 200e6 < 0.02, "...and the speed that of the bytes and CPU-seconds "
+	   "(%.1f MB/s on 2 cores, 100 per core)", proc / 1e6);
+	adapt_free(a);
+}
+
 static void test_ema(void)
 {
 	struct adapt_params p = params();
@@ -1164,6 +1191,7 @@ int main(void)
 	test_wild_sample();
 	test_big_change();
 	test_ema();
+	test_sums();
 	test_acks();
 	test_probes();
 	test_probe_pairs();

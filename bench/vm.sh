@@ -124,27 +124,27 @@ tx_bytes() { ip netns exec "$NAME-a" tc -s qdisc show dev "$NAME-va" | awk '/Sen
 now() { date +%s.%N; }
 
 # guest_check RUN_DIR: ask the resumed guest for its full self-check (on its command port) and
-# print the first 18 characters of its answer. A guest that has not answered within 120 s (a heavy
-# workload under TCG, pages still arriving) may answer later: its checker prints every result on
-# its console too, so the console is watched for a full check after the request for up to
-# VM_BENCH_CHECK_LATE more seconds, and such an answer is printed with "+late=Ns". Without one
-# the console's last lines go to stderr (the raw output), and nothing is printed.
+# print the cell's note for it: check-ok, or check=ANSWER (its first 18 characters, "none" without
+# one). A guest that has not answered within 120 s (a heavy workload under TCG, pages still
+# arriving) may answer later: its checker prints every result on its console too, so the console
+# is watched for a full check after the request for up to VM_BENCH_CHECK_LATE more seconds, and
+# "+late=Ns" follows such an answer. Without one the console's last lines go to stderr (the raw
+# output).
 guest_check() {
-	local rd=$1 c n0 t0 late=${VM_BENCH_CHECK_LATE:-600}
+	local rd=$1 c n0 t0 late="" lim=$((120 + ${VM_BENCH_CHECK_LATE:-600}))
 	n0=$(grep -c 'HANDOFF-CHECK' "$rd/serial.log" 2>/dev/null)
 	t0=$(date +%s)
-	c=$("$VMCTL" send "$rd" check 120000 2>/dev/null | cut -c1-18)
-	if [ -n "$c" ]; then echo "$c"; return 0; fi
-	while [ $(( $(date +%s) - t0 )) -lt $((120 + late)) ]; do
-		c=$(grep 'HANDOFF-CHECK' "$rd/serial.log" 2>/dev/null | tail -n +$((n0 + 1)) | grep -m1 ' full ')
-		if [ -n "$c" ]; then
-			c=$(sed 's/.*\(HANDOFF-CHECK\)/\1/' <<<"$c" | cut -c1-18)
-			echo "$c+late=$(( $(date +%s) - t0 ))s"
-			return 0
-		fi
-		sleep 2
+	c=$("$VMCTL" send "$rd" check 120000 2>/dev/null)
+	while [ -z "$c" ] && [ $(( $(date +%s) - t0 )) -lt $lim ]; do
+		c=$(grep 'HANDOFF-CHECK' "$rd/serial.log" 2>/dev/null | tail -n +$((n0 + 1)) | grep -m1 ' full ' |
+			sed 's/.*\(HANDOFF-CHECK\)/\1/')
+		[ -n "$c" ] && late="+late=$(( $(date +%s) - t0 ))s" || sleep 2
 	done
-	tail -n 8 "$rd/serial.log" 2>/dev/null | sed 's/^/bench\/vm:   dst console (no check answer): /' >&2
+	[ -n "$c" ] || tail -n 8 "$rd/serial.log" 2>/dev/null | sed 's/^/bench\/vm:   dst console (no check answer): /' >&2
+	case $c in
+	"HANDOFF-CHECK ok"*) echo "check-ok$late" ;;
+	*) c=$(cut -c1-18 <<<"${c:-none}"); echo "check=${c// /_}$late" ;;
+	esac
 }
 load1() { cut -d' ' -f1 /proc/loadavg; }
 qmp() { "$VMCTL" qmp "$@"; }
@@ -212,9 +212,7 @@ notes = "rounds=%d changed=%.0fMiB last-round=%.0fMiB/%.0fMiB-wire save+final+re
     p["save_device_state"], p["final_round"], p["device_state_verify_resume"])
 if r.get("postcopy"):
     notes += " postcopy=%.1fs/%dchunks/%ddemand" % (r["postcopy_seconds"], r["postcopy_chunks"], r["postcopy_demand_requests"])
-c = sys.argv[3]
-notes += " " + ("check-ok" + c[c.index("+late"):] if c.startswith("HANDOFF-CHECK ok") and "+late" in c else
-                "check-ok" if c.startswith("HANDOFF-CHECK ok") else "check=" + (c or "none").replace(" ", "_"))
+notes += " " + sys.argv[3]
 print("ok %.1f %.3f %.1f %s %s" % (r["total_seconds"], r["downtime_seconds"], int(sys.argv[2]) / 2**20, tb, notes))
 PY
 }
@@ -293,8 +291,7 @@ run_qemu() {
 	t2=$(now)
 	check=$(guest_check "$d/d.run")
 	awk -v t0="$t0" -v t1="$t1" -v t2="$t2" -v q="${qdown:-0}" -v b="$(( $(tx_bytes) - tx0 ))" -v c="$check" -v tm="$tm" \
-		'BEGIN { printf "ok %.1f %.3f %.1f - mirror-ready-after-%ss qemu-downtime=%dms %s\n", t2 - t0, q / 1000 + (t2 - t1), b / 1048576, tm, q,
-			(c ~ /^HANDOFF-CHECK ok/) ? "check-ok" (c ~ /[+]late/ ? substr(c, index(c, "+late")) : "") : "check=" c }'
+		'BEGIN { printf "ok %.1f %.3f %.1f - mirror-ready-after-%ss qemu-downtime=%dms %s\n", t2 - t0, q / 1000 + (t2 - t1), b / 1048576, tm, q, c }'
 	"$VMCTL" kill "$d/s.run" >/dev/null 2>&1
 	"$VMCTL" kill "$d/d.run" >/dev/null 2>&1
 }

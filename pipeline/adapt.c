@@ -72,18 +72,22 @@ struct est {
 #define FAST_DIV 5
 #define CONFIRM_DIV 2
 
+/* Two sums decayed by exp(-age / tau) at each sample: their quotient is that of the last seconds'
+ * totals, however unevenly the samples split them. */
+struct dsum {
+	double num, den;
+};
+
 struct amode {
 	char name[ADAPT_NAME_MAX];
 	unsigned threads;     /* 0 = all cores */
 	unsigned group;       /* shares frame/probe corrections with its group (0: none) */
 	struct ema speed;     /* input bytes per CPU-second */
-	struct ema ratio;     /* output / input: from frames, fr_out / fr_in */
-	/* the input and output bytes of its frames, each decayed by exp(-age / tau_ratio): the ratio
-	 * of the bytes of the last seconds, not a mean of per-frame ratios. A frame's input is what
-	 * was fed between two emitted frames, and with worker threads frames leave in bursts: one
-	 * frame's ratio can be 0.1 or 1.5 where the bytes of both give 0.5. */
-	double fr_in, fr_out;
-	double fs_in, fs_cpu;  /* the same for speed: input bytes and CPU-seconds, decayed by tau_rate */
+	struct ema ratio;     /* output / input: from frames, fr.num / fr.den */
+	/* its frames' output and input bytes, and input bytes and CPU-seconds, decayed (dsum_add):
+	 * the ratio and speed of the bytes of the last seconds, not means of per-frame samples, of
+	 * which one can give 0.1 and the next 1.5 where the bytes of both give 0.5 */
+	struct dsum fr, fs;
 	uint64_t t_obs;       /* last observation of any kind */
 	bool observed;
 	/* Probes compress a sample on its own, frames compress up to frame_max together: with data
@@ -249,6 +253,23 @@ static void ema_add(struct ema *e, double x, uint64_t now, uint64_t dur, uint64_
 	e->v += w * (x - e->v);
 	e->t = now;
 	e->seen = true;
+}
+
+/* Add num/den to the decayed sums s and set e (its value, time, seen) to their quotient; a first
+ * sample moves e from its profile value by first_w. Returns the quotient. */
+static double dsum_add(struct dsum *s, struct ema *e, double num, double den, uint64_t now, uint64_t tau,
+                       double first_w)
+{
+	double d = !e->seen ? 0.0 : now > e->t ? exp(-(double)(now - e->t) / (double)tau) : 1.0;
+	double q;
+
+	s->num = s->num * d + num;
+	s->den = s->den * d + den;
+	q = s->num / s->den;
+	e->v = e->seen ? q : e->v + first_w * (q - e->v);
+	e->t = now;
+	e->seen = true;
+	return q;
 }
 
 static void est_add(struct adapt *a, struct est *e, double x, uint64_t now, uint64_t dur, uint64_t tau)
@@ -491,25 +512,14 @@ static void mode_add(struct adapt *a, size_t i, uint64_t in, uint64_t out, uint6
 		ema_add(&m->speed, (double)in / ((double)cpu_ns / NS_PER_S), now, wall_ns, a->p.tau_rate_ns,
 		        a->p.first_weight);
 	} else {
-		double ds = m->sfr.seen && now > m->sfr.t ?
-		            exp(-(double)(now - m->sfr.t) / (double)a->p.tau_rate_ns) : m->sfr.seen ? 1.0 : 0.0;
-		m->fs_in = m->fs_in * ds + (double)in;
-		m->fs_cpu = m->fs_cpu * ds + (double)cpu_ns / NS_PER_S;
-		double sp = m->fs_in / m->fs_cpu;
+		/* sfr: the frames' speed alone; speed: also moved by probes in between */
+		double sp = dsum_add(&m->fs, &m->sfr, (double)in, (double)cpu_ns / NS_PER_S, now, a->p.tau_rate_ns, 1.0);
 		m->speed.v = m->speed.seen ? sp : m->speed.v + a->p.first_weight * (sp - m->speed.v);
 		m->speed.t = now;
 		m->speed.seen = true;
-		m->sfr.v = sp;
-		m->sfr.t = now;
-		m->sfr.seen = true;
-		double d = m->ratio.seen && now > m->ratio.t ?
-		           exp(-(double)(now - m->ratio.t) / (double)a->p.tau_ratio_ns) : m->ratio.seen ? 1.0 : 0.0;
-		m->fr_in = m->fr_in * d + (double)in;
-		m->fr_out = m->fr_out * d + (double)out;
-		double fr = HO_MAX(m->fr_out / m->fr_in, MIN_RATIO);
-		m->ratio.v = m->ratio.seen ? fr : m->ratio.v + a->p.first_weight * (fr - m->ratio.v);
-		m->ratio.t = now;
-		m->ratio.seen = true;
+		dsum_add(&m->fr, &m->ratio, (double)out, (double)in, now, a->p.tau_ratio_ns,
+		         m->ratio.seen ? 1.0 : a->p.first_weight);
+		m->ratio.v = HO_MAX(m->ratio.v, MIN_RATIO);
 		m->last_fr = r;
 		m->t_obs = now;
 		m->observed = true;

@@ -556,7 +556,7 @@ static void walk_progress(struct walk *w, bool force)
 				w->res->wire_bytes, force);
 }
 
-/* Start a new observation window (after a mode switch or a probe). */
+/* Start a new observation window: at the start, and after each frame. */
 static void obs_reset(struct walk *w, uint64_t now)
 {
 	w->obs_cpu0 = cpu_ns(CLOCK_PROCESS_CPUTIME_ID);

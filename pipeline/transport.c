@@ -237,22 +237,32 @@ struct tx {
 	int timeout_ms;            /* for one reply */
 };
 
+/* Wait up to 100 ms for events on the connection, printing a progress line when one is due (wire
+ * bytes written so far: wire). The revents (0 on a timeout or a signal); HO_ETIMEDOUT once the
+ * timeouts added up in *waited reach the reply timeout, HO_ECONN when poll fails. */
+static int tx_wait(struct tx *t, short events, uint64_t wire, int *waited)
+{
+	struct pollfd pf = { .fd = t->fd, .events = events };
+	int r;
+
+	export_progress(t->ad, t->o->progress, UINT64_MAX, wire, false);
+	r = poll(&pf, 1, 100);
+	if (r < 0)
+		return errno == EINTR ? 0 : HO_ECONN;
+	if (r == 0 && (*waited += 100) >= t->timeout_ms)
+		return HO_ETIMEDOUT;
+	return r ? pf.revents : 0;
+}
+
 /* A reply line, blocking; with progress lines on, one every half second while we wait (the
  * encoder is held by the window, or done and the link drains the rest). */
 static int tx_read_line(struct tx *t, char *out, size_t out_len)
 {
-	int waited = 0;
-	while (t->ad && t->o->progress) {
-		export_progress(t->ad, t->o->progress, UINT64_MAX, t->res->wire_bytes, false);   /* when due */
-		if (memchr(t->in.buf, '\n', t->in.len))
-			break;
-		struct pollfd p = { .fd = t->fd, .events = POLLIN };
-		int r = poll(&p, 1, 100);
-		if (r > 0 || (r < 0 && errno != EINTR))
-			break;
-		if (r == 0 && (waited += 100) >= t->timeout_ms)
-			return HO_ETIMEDOUT;
-	}
+	int waited = 0, r = 0;
+
+	while (t->ad && t->o->progress && !memchr(t->in.buf, '\n', t->in.len) && r == 0)
+		if ((r = tx_wait(t, POLLIN, t->res->wire_bytes, &waited)) == HO_ETIMEDOUT)
+			return r;
 	return line_read(&t->in, out, out_len, true);
 }
 
@@ -312,15 +322,10 @@ static int tx_write(struct tx *t, const void *buf, size_t len)
 			continue;
 		if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
 			return HO_ECONN;
-		export_progress(t->ad, t->o->progress, UINT64_MAX, t->res->wire_bytes + done, false);
-		struct pollfd pf = { .fd = t->fd, .events = POLLOUT | POLLIN };
-		int r = poll(&pf, 1, 100);
-		if (r < 0 && errno != EINTR)
-			return HO_ECONN;
-		if (r > 0 && (pf.revents & (POLLIN | POLLHUP | POLLERR)) && (rc = tx_drain(t)))
+		if ((rc = tx_wait(t, POLLOUT | POLLIN, t->res->wire_bytes + done, &waited)) < 0)
 			return rc;
-		if (r == 0 && (waited += 100) >= t->timeout_ms)
-			return HO_ETIMEDOUT;
+		if ((rc & (POLLIN | POLLHUP | POLLERR)) && (rc = tx_drain(t)))
+			return rc;
 	}
 	return 0;
 }

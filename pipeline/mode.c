@@ -8,6 +8,10 @@
 #define ALL_DEDUP (MODE_DEDUP_ZERO | MODE_DEDUP_SAME | MODE_DEDUP_BASE | MODE_DEDUP_SENT)
 #define MiB (1u << 20)
 
+/* Frame sizes: lz4 finds nothing beyond 64 KiB, so its frames stay 1 MiB (finer acknowledgements
+ * and resume points); zstd frames are the format's largest, 16 MiB, since the codec gives them a
+ * window over the whole frame (codec.c): on a real guest's changes (640 MiB) delta-zstd3 made
+ * 94.3 MB with 1 MiB frames and 67.8 MB with 16 MiB ones, at the same CPU time. */
 static const struct mode modes[] = {
 	{ "raw", "no dedup, no delta, no compression: the bytes as they are",
 	  0, MODE_DELTA_NONE, CODEC_NONE, 0, 0, false, CODEC_NONE, 0, MiB },
@@ -18,9 +22,9 @@ static const struct mode modes[] = {
 	{ "delta-lz4", "dedup, lz4 delta against base chunks +-1 and far anchors, frames lz4",
 	  ALL_DEDUP, MODE_DELTA_DICT, CODEC_LZ4, 1, 1, true, CODEC_LZ4, 1, MiB },
 	{ "delta-zstd3", "dedup, zstd-3 delta against base chunks +-1 and far anchors, frames zstd-6",
-	  ALL_DEDUP, MODE_DELTA_DICT, CODEC_ZSTD, 3, 1, true, CODEC_ZSTD, 6, MiB },
+	  ALL_DEDUP, MODE_DELTA_DICT, CODEC_ZSTD, 3, 1, true, CODEC_ZSTD, 6, 16 * MiB },
 	{ "delta-zstd9", "dedup, zstd-9 delta against base chunks +-2 and far anchors, frames zstd-9",
-	  ALL_DEDUP, MODE_DELTA_DICT, CODEC_ZSTD, 9, 2, true, CODEC_ZSTD, 9, 4 * MiB },
+	  ALL_DEDUP, MODE_DELTA_DICT, CODEC_ZSTD, 9, 2, true, CODEC_ZSTD, 9, 16 * MiB },
 	{ "delta-lzma6", "dedup, lzma-6 delta against base chunks +-2 and far anchors, frames lzma-6",
 	  ALL_DEDUP, MODE_DELTA_DICT, CODEC_LZMA, 6, 2, true, CODEC_LZMA, 6, 4 * MiB },
 	{ "best", "dedup, zstd-19 delta against base chunks +-2 and far anchors, frames lzma-9",

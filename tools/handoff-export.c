@@ -35,7 +35,7 @@ static void usage(FILE *f)
 "                         (the default without --mode)\n"
 "  --progress[=json]      a progress line (JSON lines with =json) every half second\n"
 "  --gen-file FILE        write the closed generation number to FILE (atomically)\n"
-"  --frame-size SIZE      frame payload limit (default 1M; testing)\n"
+"  --frame-size SIZE      frame payload limit (default: the mode's; testing)\n"
 "  --rate-limit RATE      send at most RATE bytes per second (testing)\n"
 "  -q, --quiet / -v, --verbose\n"
 "  -h, --help / --version\n");

@@ -211,7 +211,8 @@ notes = "rounds=%d changed=%.0fMiB last-round=%.0fMiB/%.0fMiB-wire save+final+re
     r["rounds_total"], changed, last["changed_bytes"] / 2**20, last["wire_bytes"] / 2**20,
     p["save_device_state"], p["final_round"], p["device_state_verify_resume"])
 if r.get("postcopy"):
-    notes += " postcopy=%.1fs/%dchunks/%ddemand" % (r["postcopy_seconds"], r["postcopy_chunks"], r["postcopy_demand_requests"])
+    notes += " postcopy=%.1fs/%dchunks/%ddemand/held=%.1fs" % (r["postcopy_seconds"], r["postcopy_chunks"],
+        r["postcopy_demand_requests"], r.get("postcopy_stream_held_seconds", 0))
 notes += " " + sys.argv[3]
 print("ok %.1f %.3f %.1f %s %s" % (r["total_seconds"], r["downtime_seconds"], int(sys.argv[2]) / 2**20, tb, notes))
 PY

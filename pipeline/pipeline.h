@@ -67,6 +67,11 @@ struct export_opts {
 	                                it is true when the stream reaches them (the chunk server
 	                                delivered them already); NULL = none */
 	void *skip_arg;
+	bool (*hold)(void *arg, uint64_t now_ns);   /* post-copy: true while the stream should give
+	                                the link to others (the chunk server answering the
+	                                destination's VM); it waits at most 0.8 s at a time, then
+	                                sends for 0.2 s; NULL = never */
+	void *hold_arg;
 };
 
 struct export_result {
@@ -82,6 +87,7 @@ struct export_result {
 	                                basis is set) */
 	uint64_t sent_refs;          /* chunks sent as references to chunks the receiver holds */
 	uint64_t peak_rss;           /* peak resident memory of the process, bytes (getrusage) */
+	uint64_t held_ns;            /* TCP: time the stream gave the link way (export_opts.hold) */
 };
 
 /* Print the named modes on stdout, cheapest first ("NAME  DESCRIPTION" per line). 0 or HO_EIO. */
@@ -239,6 +245,10 @@ void postcopy_server_stop(struct postcopy_server *s, struct postcopy_stats *st);
 /* True once chunk idx of img was written whole to the destination (any thread; for
  * export_opts.skip, with s as its arg). */
 bool postcopy_server_sent(void *s, int img, uint64_t idx);
+/* True while the chunk server is answering: a request came in the last 100 ms, or its answers
+ * are not all acknowledged by the destination's TCP yet (any thread; for export_opts.hold, with
+ * s as its arg: the VM on the destination waits for those answers, the stream can wait). */
+bool postcopy_server_busy(void *s, uint64_t now_ns);
 
 /* The destination: true if an accepted connection opens with the chunk server's greeting (only
  * peeks; waits up to timeout_ms for the first bytes). */

@@ -32,8 +32,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <linux/sockios.h>
 #include "common/common.h"
 #include "overlay/overlay.h"
 #include "tracker/tracker.h"
@@ -235,6 +237,7 @@ struct postcopy_server {
 	pthread_t th;
 	bool running;
 	struct postcopy_stats st;
+	uint64_t demand_ns;                /* when the last request came (atomic) */
 };
 
 static uint64_t stream_nchunks_of(struct overlay *ov, int img) { return overlay_nchunks(ov, img); }
@@ -299,6 +302,20 @@ bool postcopy_server_sent(void *arg, int img, uint64_t idx)
 	return __atomic_load_n(&s->sent[img][idx >> 3], __ATOMIC_ACQUIRE) >> (idx & 7) & 1;
 }
 
+#define BUSY_NS 100000000ull
+
+bool postcopy_server_busy(void *arg, uint64_t now_ns)
+{
+	struct postcopy_server *s = arg;
+	uint64_t t = __atomic_load_n(&s->demand_ns, __ATOMIC_ACQUIRE);
+	int q;
+
+	if (t && now_ns >= t && now_ns - t < BUSY_NS)
+		return true;
+	/* answers in the socket or on the link: the VM is still waiting for them */
+	return t && ioctl(s->fd, SIOCOUTQ, &q) == 0 && q > 0;
+}
+
 static void *server_main(void *arg)
 {
 	struct postcopy_server *s = arg;
@@ -317,6 +334,7 @@ static void *server_main(void *arg)
 			if (sscanf(buf, "want %u %" SCNu64, &img, &idx) == 2 && img < OVERLAY_NIMAGES && idx < s->n[img] &&
 			    bit(s->want[img], idx)) {
 				s->st.requests++;
+				__atomic_store_n(&s->demand_ns, ho_mono_ns(), __ATOMIC_RELEASE);
 				/* the chunk, then following ones of its run the receiver will want next; none
 				 * twice: TCP delivers what was sent, and a request for a chunk sent already
 				 * crossed it on the way (a burst of requests for a run the receiver reads) */

@@ -1268,14 +1268,14 @@ static int digest_task_join(struct digest_task *t)
 struct round {
 	bool live;
 	uint32_t since, until;
-	uint64_t chunks[2], input_bytes, wire_bytes, ns;
+	uint64_t chunks[2], input_bytes, wire_bytes, ns, held_ns;
 };
 
 struct report {
 	struct round r[MAX_ROUNDS];
 	int n;
 	bool postcopy;                                  /* the last round went after the resume */
-	uint64_t pc_chunks, pc_manifest_bytes, t_pc_done, pc_stream_ns;
+	uint64_t pc_chunks, pc_manifest_bytes, t_pc_done, pc_stream_ns, pc_held_ns;
 	struct postcopy_stats pc;
 	uint64_t t_start, t_pause, t_devstate, t_final_done, t_confirm, t_end;   /* source realtime ns */
 	uint64_t t_dst_running;                                                   /* in source time */
@@ -1313,6 +1313,7 @@ static int export_round(const char *ovl, const char *target, const struct export
 	r->input_bytes = res.input_bytes;
 	r->wire_bytes = res.wire_bytes;
 	r->ns = ho_mono_ns() - t0;
+	r->held_ns = res.held_ns;
 	return 0;
 }
 
@@ -1344,16 +1345,20 @@ static void print_report(const struct report *rep, FILE *f, bool json)
 				(double)rep->clock_offset / 1e6, (double)rep->rtt_ns / 1e6);
 		if (rep->handed_off && rep->postcopy)
 			fprintf(f, "handoff-vm: post-copy: the destination ran %.2f s before the last of %" PRIu64
-				" chunks arrived; %" PRIu64 " requests answered with %" PRIu64 " chunks (%s) ahead of the stream\n",
+				" chunks arrived; %" PRIu64 " requests answered with %" PRIu64 " chunks (%s) ahead of the stream,"
+				" which gave way to them for %.2f s\n",
 				rep->t_pc_done > rep->t_dst_running ? secs(rep->t_pc_done - rep->t_dst_running) : 0.0,
-				rep->pc_chunks, rep->pc.requests, rep->pc.chunks, ho_fmt_bytes(rep->pc.bytes, b1, sizeof(b1)));
+				rep->pc_chunks, rep->pc.requests, rep->pc.chunks, ho_fmt_bytes(rep->pc.bytes, b1, sizeof(b1)),
+				secs(rep->pc_held_ns));
 		return;
 	}
 	fprintf(f, "{\n  \"postcopy\": %s,\n  \"postcopy_seconds\": %.3f,\n  \"postcopy_chunks\": %" PRIu64
 		",\n  \"postcopy_demand_requests\": %" PRIu64 ",\n  \"postcopy_demand_chunks\": %" PRIu64
-		",\n  \"postcopy_demand_bytes\": %" PRIu64 ",\n  \"postcopy_manifest_bytes\": %" PRIu64 ",\n",
+		",\n  \"postcopy_demand_bytes\": %" PRIu64 ",\n  \"postcopy_manifest_bytes\": %" PRIu64
+		",\n  \"postcopy_stream_held_seconds\": %.3f,\n",
 		rep->postcopy ? "true" : "false", rep->postcopy && rep->t_pc_done > rep->t_pause ? secs(rep->t_pc_done - rep->t_pause) : 0.0,
-		rep->pc_chunks, rep->pc.requests, rep->pc.chunks, rep->pc.bytes, rep->pc_manifest_bytes);
+		rep->pc_chunks, rep->pc.requests, rep->pc.chunks, rep->pc.bytes, rep->pc_manifest_bytes,
+		secs(rep->pc_held_ns));
 	fprintf(f, "  \"handed_off\": %s,\n  \"total_seconds\": %.3f,\n  \"downtime_seconds\": %.3f,\n"
 		"  \"downtime_confirmed_seconds\": %.3f,\n  \"rounds_total\": %d,\n  \"wire_bytes_total\": %" PRIu64
 		",\n  \"devstate_bytes\": %" PRIu64 ",\n  \"clock_offset_ms\": %.3f,\n  \"rtt_ms\": %.3f,\n"
@@ -1464,6 +1469,8 @@ static int migrate_postcopy(struct conn *cn, struct report *rep, const char *ovl
 	peo.cancel = &hw.cancel;
 	peo.skip = postcopy_server_sent;      /* what the chunk server answered need not come twice */
 	peo.skip_arg = srv;
+	peo.hold = postcopy_server_busy;      /* the VM waits for the server's answers, not the stream */
+	peo.hold_arg = srv;
 	rc = export_round(ovl, stream_to, &peo, since, until, false, true, &rep->r[rep->n]);
 	if (watching) {
 		hw.stop = 1;
@@ -1472,6 +1479,7 @@ static int migrate_postcopy(struct conn *cn, struct report *rep, const char *ovl
 	if (rc)
 		goto out;
 	rep->pc_stream_ns = rep->r[rep->n].ns;
+	rep->pc_held_ns = rep->r[rep->n].held_ns;
 	rep->n++;
 	rep->t_final_done = rep->t_pc_done = ho_now_ns();
 	postcopy_server_stop(srv, &rep->pc);

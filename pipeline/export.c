@@ -371,11 +371,15 @@ int export_list_modes(void)
  * above 1 MiB (0.4859 at 4 MiB, 0.4861 at 16 MiB). Frames of 4 MiB: the frame header's limit, what
  * the strong static modes use; the ack window (2 frames) stays a few seconds at 5 Mbit/s.
  * Since zstd frames get a window over the whole frame and long-distance matching (codec.c),
- * 16 MiB frames gain more: 640 MiB of the same changes made 78.3 MB with zstd-3 in 4 MiB frames,
- * 67.8 MB in 16 MiB ones. But a frame is also what the link must carry before the receiver
+ * 16 MiB frames gain more (640 MiB of the same changes: 78.3 MB with zstd-3 in 4 MiB frames,
+ * 67.8 MB in 16 MiB ones, which the static zstd modes use), but not here yet: with 16 MiB frames
+ * the engine's measurements went wrong (at 100 Mbit/s it saw 1.35 Gbit/s from the bursts of
+ * acknowledgements, and ratios of 0.7-0.98 for delta-lz4 whose frames made 0.25), and it
+ * switched back and forth (bench/adapt.sh: 12.4 s against 8.6 for delta-zstd3 alone; with 4 MiB
+ * frames 9.7 s and no switch). A frame is also what the link must carry before the receiver
  * acknowledges anything of it, and the sender keeps two frames in flight: a frame's expected
  * wire size is held to about ADAPT_FRAME_LINK_NS of the measured bandwidth (adapt_frame_link),
- * so on a thin link, or on data that hardly compresses, frames shrink (not below 1 MiB). */
+ * so on a thin link data that hardly compresses gets smaller frames (not below 1 MiB). */
 #define ADAPT_RUN   (256u << 10)
 /* ...and frames of 256 KiB too while the engine learns the link: until acknowledgements covered
  * ADAPT_WARMUP_NS of it (or ADAPT_WARMUP_MAX of input went by). Large frames before that would
@@ -387,8 +391,8 @@ int export_list_modes(void)
  * of the link at 5 Mbit/s with strong compression. */
 #define ADAPT_WARMUP_NS  500000000ull
 #define ADAPT_WARMUP_MAX (16u << 20)
-#define ADAPT_FRAME_STRONG STREAM_FRAME_MAX
-#define ADAPT_FRAME_LINK_NS 2000000000ull
+#define ADAPT_FRAME_STRONG (4u << 20)
+#define ADAPT_FRAME_LINK_NS 4000000000ull
 #define ADAPT_FRAME_FLOOR  (1u << 20)
 #define CALIBRATE_BYTES (64u << 10)
 #define CALIBRATE_FAST  20e6          /* bytes per CPU-second: calibrated on a whole run */
@@ -523,6 +527,18 @@ int export_adapt_new(const struct export_opts *o, struct adapt **out)
 	*out = NULL;
 	if (!o->adaptive && !o->progress)
 		return 0;
+	/* Adaptive: the modes up to the first with lzma frames (the table is cheapest first, lzma
+	 * last). Since zstd frames look across the whole frame (codec.c) the lzma modes make no
+	 * fewer bytes on a guest's changes (64 MiB: 19.45 MB with lzma-6 frames against 19.52 with
+	 * delta-zstd3) at 25 times the CPU, and their speed on probe samples misleads: at 100 Mbit/s
+	 * the engine, having measured 'best' on a sample of zero-rich RAM, switched to it and
+	 * took 12.4 s where delta-zstd3 alone took 8.6 (bench/adapt.sh). --mode still has them. */
+	if (o->adaptive)
+		for (size_t i = 0; i < n; i++)
+			if (mode_get(i)->frame_codec == CODEC_LZMA) {
+				n = i;
+				break;
+			}
 	for (size_t i = 0; i < n; i++) {
 		const struct mode *m = mode_get(i);
 		/* frame/probe corrections are shared by modes whose frames gain alike: the same
@@ -965,7 +981,7 @@ static uint64_t run_probe(struct walk *w, size_t j, uint64_t sample, size_t ref,
 		*cpu_out = c;
 	if (ref == SIZE_MAX - 1)
 		;                               /* warming up: not reported */
-	else if (in && c && ref < mode_count())
+	else if (in && c && ref < adapt_mode_count(w->ad))
 		adapt_observe_probe_ref(w->ad, j, in, out, c, t - now, ref, ref_out, ref_cpu, t);
 	else if (in && c)
 		adapt_observe_probe(w->ad, j, in, out, c, t - now, t);
@@ -1034,9 +1050,10 @@ static int flush_run(struct walk *w)
 			 * mode on a small sample of this data first (a few tens of ms in all) */
 			/* the whole first run for the modes the engine thinks fast, a quarter of it for
 			 * the slow ones (lzma: tens of ms even so) */
-			size_t fast[64], slow[64], nf = 0, ns = 0;
+			size_t fast[64] = { 0 }, slow[64] = { 0 }, nf = 0, ns = 0;
 			w->calibrated = true;
-			for (size_t j = 0; j < mode_count() && j < HO_ARRAY_SIZE(fast); j++) {
+			size_t nm = adapt_mode_count(w->ad);   /* the adaptive set (export_adapt_new) */
+			for (size_t j = 0; j < nm && j < HO_ARRAY_SIZE(fast); j++) {
 				if (adapt_mode_speed(w->ad, j) >= CALIBRATE_FAST)
 					fast[nf++] = j;
 				else
@@ -1044,7 +1061,7 @@ static int flush_run(struct walk *w)
 			}
 			/* each mode once unreported first: its first use sets up codec contexts and
 			 * tables that would make it look several times slower on a small sample */
-			for (size_t j = 0; j < mode_count(); j++)
+			for (size_t j = 0; j < nm; j++)
 				run_probe(w, j, CALIBRATE_WARM, SIZE_MAX - 1, 0, 0, ho_mono_ns(), NULL);
 			probe_modes(w, fast, nf, ADAPT_RUN);
 			if (ns)

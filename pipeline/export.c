@@ -368,8 +368,8 @@ int export_list_modes(void)
  * switch is as quick as with small frames. Why large: on a real guest's changes (bench/adapt.sh, 64 MiB, -T 2),
  * delta-zstd3 makes 0.396 of the input with 256 KiB frames, 0.307 with 1 MiB, 0.273 with 4 MiB,
  * 0.264 with 16 MiB, at the same CPU (delta-zstd9: 0.396, 0.306, 0.270); lz4 frames gain nothing
- * above 1 MiB (0.4859 at 4 MiB, 0.4861 at 16 MiB). Frames of 4 MiB: the frame header's limit, what
- * the strong static modes use; the ack window (2 frames) stays a few seconds at 5 Mbit/s.
+ * above 1 MiB (0.4859 at 4 MiB, 0.4861 at 16 MiB). Frames of 4 MiB, what the strong static modes
+ * used; the ack window (2 frames) stays a few seconds at 5 Mbit/s.
  * Since zstd frames get a window over the whole frame and long-distance matching (codec.c),
  * 16 MiB frames gain more (640 MiB of the same changes: 78.3 MB with zstd-3 in 4 MiB frames,
  * 67.8 MB in 16 MiB ones, which the static zstd modes use), but not here yet: with 16 MiB frames
@@ -477,7 +477,9 @@ static uint32_t adapt_frame(const struct mode *m)
 }
 
 /* The frame limit for mode m on the link measured now: adapt_frame(m), held to a frame whose
- * expected wire size (input times the mode's ratio) the link carries in ADAPT_FRAME_LINK_NS. */
+ * expected wire size (input times the mode's ratio) the link carries in ADAPT_FRAME_LINK_NS. The
+ * limit counts record bytes, which deltas make fewer than the input: frames come out larger than
+ * that, which errs the cheap way (the bound is against frames of many seconds). */
 static uint32_t adapt_frame_link(const struct mode *m, const struct adapt_status *st)
 {
 	uint32_t f = adapt_frame(m);

@@ -860,8 +860,9 @@ static void frame_limit_update(struct walk *w)
 	stream_enc_set_frame_limit(w->enc, adapt_frame_link(w->mode.full, &st));
 }
 
-/* Switch to mode m of the table: its chunk encoders, frame codec and frame size, from the next
- * run on. The frame being collected is closed first, with the codec of the mode that made it. */
+/* Switch to mode m of the table: its chunk encoders and frame codec, from the next run on (its
+ * frame size: frame_limit_update, after every decision). The frame being collected is closed
+ * first, with the codec of the mode that made it. */
 static int switch_mode(struct walk *w, size_t m)
 {
 	const struct mode *md = mode_get(m);
@@ -879,10 +880,7 @@ static int switch_mode(struct walk *w, size_t m)
 	for (unsigned i = 0; i < w->nthreads; i++)
 		w->ces[i] = w->mces[m * w->nthreads + i];
 	w->ce = w->ces[0];
-	if ((rc = stream_enc_set_codec(w->enc, (int)md->frame_codec, md->frame_level)))
-		return rc;
-	frame_limit_update(w);
-	return 0;
+	return stream_enc_set_codec(w->enc, (int)md->frame_codec, md->frame_level);
 }
 
 /* Leave the warm-up once the link was measured for long enough: large runs and frames. */

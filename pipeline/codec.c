@@ -239,6 +239,103 @@ static int zstd_decompress(struct codec_ctx *ctx, const void *dict, size_t dict_
 	return 0;
 }
 
+/* ---- zstd stream across buffers ---------------------------------------------------------------- */
+
+struct codec_stream {
+	ZSTD_CCtx *c;
+	ZSTD_DCtx *d;
+};
+
+int codec_stream_new(bool compress, int level, int window_log, struct codec_stream **out)
+{
+	struct codec_stream *cs;
+
+	if (window_log < 10 || window_log > 27 || (compress && !codec_level_valid(CODEC_ZSTD, level)))
+		return HO_EINVAL;
+	if (!(cs = calloc(1, sizeof(*cs))))
+		return HO_ENOMEM;
+	if (compress) {
+		/* long-distance matching: the repeats this is for lie anywhere in the window, where
+		 * the level's own match finder has long forgotten them */
+		if (!(cs->c = ZSTD_createCCtx()) ||
+		    ZSTD_isError(ZSTD_CCtx_setParameter(cs->c, ZSTD_c_compressionLevel, level)) ||
+		    ZSTD_isError(ZSTD_CCtx_setParameter(cs->c, ZSTD_c_format, ZSTD_f_zstd1_magicless)) ||
+		    ZSTD_isError(ZSTD_CCtx_setParameter(cs->c, ZSTD_c_checksumFlag, 0)) ||
+		    ZSTD_isError(ZSTD_CCtx_setParameter(cs->c, ZSTD_c_windowLog, window_log)) ||
+		    ZSTD_isError(ZSTD_CCtx_setParameter(cs->c, ZSTD_c_enableLongDistanceMatching, 1)))
+			goto fail;
+	} else {
+		if (!(cs->d = ZSTD_createDCtx()) ||
+		    ZSTD_isError(ZSTD_DCtx_setParameter(cs->d, ZSTD_d_format, ZSTD_f_zstd1_magicless)) ||
+		    ZSTD_isError(ZSTD_DCtx_setParameter(cs->d, ZSTD_d_windowLogMax, window_log)))
+			goto fail;
+	}
+	*out = cs;
+	return 0;
+fail:
+	codec_stream_free(cs);
+	return HO_ENOMEM;
+}
+
+void codec_stream_free(struct codec_stream *cs)
+{
+	if (!cs)
+		return;
+	ZSTD_freeCCtx(cs->c);
+	ZSTD_freeDCtx(cs->d);
+	free(cs);
+}
+
+size_t codec_stream_bound(size_t n)
+{
+	/* a flush ends a block: the frame header (first output), block headers, the raw fallback */
+	return ZSTD_compressBound(n) + 64;
+}
+
+int codec_stream_compress(struct codec_stream *cs, const void *src, size_t n, void *dst, size_t cap, size_t *out)
+{
+	if (!cs || !cs->c || (n && !src))
+		return HO_EINVAL;
+	ZSTD_inBuffer in = { src, n, 0 };
+	ZSTD_outBuffer ob = { dst, cap, 0 };
+	for (;;) {
+		size_t r = ZSTD_compressStream2(cs->c, &ob, &in, ZSTD_e_flush);
+		if (ZSTD_isError(r))
+			return ZSTD_getErrorCode(r) == ZSTD_error_memory_allocation ? HO_ENOMEM : HO_EINVAL;
+		if (r == 0 && in.pos == in.size)
+			break;
+		if (ob.pos == ob.size)
+			return HO_ELIMIT;
+	}
+	*out = ob.pos;
+	return 0;
+}
+
+int codec_stream_decompress(struct codec_stream *cs, const void *src, size_t n, void *dst, size_t cap, size_t *out)
+{
+	if (!cs || !cs->d || (n && !src) || (cap && !dst))
+		return HO_EINVAL;
+	ZSTD_inBuffer in = { src, n, 0 };
+	ZSTD_outBuffer ob = { dst, cap, 0 };
+	while (in.pos < in.size) {
+		size_t r = ZSTD_decompressStream(cs->d, &ob, &in);
+		if (ZSTD_isError(r))
+			return ZSTD_getErrorCode(r) == ZSTD_error_memory_allocation ? HO_ENOMEM : HO_EFORMAT;
+		if (r == 0 && in.pos < in.size)
+			return HO_EFORMAT;                /* a frame ended inside: not our compressor's */
+		if (ob.pos == ob.size && in.pos < in.size)
+			return HO_EFORMAT;                /* more than dst_cap */
+	}
+	/* a flushed block is whole in its input: nothing may be held back for later output */
+	uint8_t probe;
+	ZSTD_outBuffer p = { &probe, 1, 0 };
+	size_t r = ZSTD_decompressStream(cs->d, &p, &in);
+	if (ZSTD_isError(r) || p.pos)
+		return HO_EFORMAT;
+	*out = ob.pos;
+	return 0;
+}
+
 /* ---- lzma ----------------------------------------------------------------------------------- */
 
 static uint32_t lzma_dict_size(size_t need)

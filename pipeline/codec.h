@@ -24,6 +24,7 @@
 #ifndef HANDOFF_PIPELINE_CODEC_H
 #define HANDOFF_PIPELINE_CODEC_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -75,5 +76,29 @@ int codec_compress(struct codec_ctx *ctx, enum codec c, int level, const void *d
  */
 int codec_decompress(struct codec_ctx *ctx, enum codec c, const void *dict, size_t dict_len,
 		     const void *src, size_t src_len, void *dst, size_t dst_cap, size_t *dst_len);
+
+/*
+ * A zstd stream continued across buffers: each buffer given to codec_stream_compress() comes out
+ * flushed (the decoder gets back exactly that buffer from exactly that output), while matches
+ * reach back over everything sent before it within the window (2^window_log bytes, 10..27).
+ * For a channel of many small records that repeat one another (the post-copy chunk server's
+ * answers), where a whole-buffer codec sees one record at a time. Both ends keep the history, so
+ * every output must reach the decoder, in order, once: after any error the stream is unusable.
+ * Decoder: windows beyond 2^window_log are refused (the limit bounds its memory).
+ */
+struct codec_stream;
+
+/* A compressing (compress true) or decompressing stream. 0, HO_EINVAL, HO_ENOMEM. */
+int codec_stream_new(bool compress, int level, int window_log, struct codec_stream **out);
+void codec_stream_free(struct codec_stream *cs);
+/* Room codec_stream_compress() may need for src_len bytes. */
+size_t codec_stream_bound(size_t src_len);
+/* Compress and flush src. 0, HO_ELIMIT (dst_cap too small), HO_EINVAL, HO_ENOMEM. */
+int codec_stream_compress(struct codec_stream *cs, const void *src, size_t src_len, void *dst, size_t dst_cap,
+			  size_t *dst_len);
+/* Decode one output of the compressor into dst. 0, HO_EFORMAT (corrupt, truncated, or more than
+ * dst_cap bytes), HO_ENOMEM. */
+int codec_stream_decompress(struct codec_stream *cs, const void *src, size_t src_len, void *dst, size_t dst_cap,
+			    size_t *dst_len);
 
 #endif

@@ -1,7 +1,9 @@
 /*
  * test_codec.c — every codec round-trips, with and without a dictionary, on text, random, zero and
  * tiny inputs; a dictionary actually helps; decompression refuses small buffers, truncation,
- * trailing bytes and corrupt input without writing past the capacity; names and bounds.
+ * trailing bytes and corrupt input without writing past the capacity; names and bounds. The
+ * stream across buffers (codec_stream): records decode one by one to their bytes, a record that
+ * repeats an earlier one costs a few bytes, and bad input is refused without overrun.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +24,81 @@ static void fill_text(uint8_t *p, size_t n)
 		for (; *s && i < n; s++)
 			p[i++] = (uint8_t)*s;
 	}
+}
+
+static void test_stream(void)
+{
+	enum { REC = 4096, NREC = 64, BLOCK = 1 << 18 };
+	uint8_t *block = malloc(BLOCK), *rec = malloc(REC), *c = malloc(codec_stream_bound(REC)), *o = malloc(REC + 64);
+	uint8_t **outs = calloc(NREC, sizeof(*outs));
+	size_t *lens = calloc(NREC, sizeof(*lens)), total = 0, first_half = 0;
+	struct codec_stream *enc = NULL, *dec = NULL;
+	int bad = 0;
+
+	for (size_t i = 0; i < BLOCK; i++)
+		block[i] = (uint8_t)next();
+	ok(codec_stream_new(true, 3, 9, &enc) == HO_EINVAL && codec_stream_new(true, 3, 28, &enc) == HO_EINVAL &&
+	   codec_stream_new(true, 99, 20, &enc) == HO_EINVAL, "stream: bad window or level refused");
+	ok(codec_stream_new(true, 3, 24, &enc) == 0 && codec_stream_new(false, 0, 24, &dec) == 0, "stream: created");
+	/* records: random pages, the first half new, the second half repeats of them (salted) */
+	for (int r = 0; r < NREC; r++) {
+		uint32_t page = r < NREC / 2 ? (uint32_t)r : (uint32_t)(next() % (NREC / 2));
+		memcpy(rec, block + (size_t)page * REC, REC);
+		rec[0] = (uint8_t)r;
+		size_t cl = 0;
+		if (codec_stream_compress(enc, rec, REC, c, codec_stream_bound(REC), &cl)) {
+			bad++;
+			continue;
+		}
+		outs[r] = malloc(cl);
+		memcpy(outs[r], c, cl);
+		lens[r] = cl;
+		total += cl;
+		if (r < NREC / 2)
+			first_half += cl;
+		/* each output decodes at once to its record: nothing is held back for later */
+		size_t ol = 0;
+		memset(o, 0xAB, REC + 64);
+		if (codec_stream_decompress(dec, c, cl, o, REC, &ol) || ol != REC || memcmp(o, rec, REC) || o[REC] != 0xAB)
+			bad++;
+	}
+	ok(bad == 0, "stream: %d records decode one by one to their bytes", NREC);
+	ok(total - first_half < (size_t)NREC / 2 * 200, "stream: repeated pages cost %zu bytes for %d, new ones %zu",
+	   total - first_half, NREC / 2, first_half);
+	codec_stream_free(dec);
+
+	/* a fresh decoder: too small a buffer, corruption */
+	codec_stream_new(false, 0, 24, &dec);
+	size_t ol = 0;
+	memset(o, 0xAB, REC + 64);
+	int rc = codec_stream_decompress(dec, outs[0], lens[0], o, REC - 1, &ol);
+	ok(rc == HO_EFORMAT && o[REC - 1] == 0xAB, "stream: output larger than capacity refused (%d)", rc);
+	codec_stream_free(dec);
+	int crashes = 0;
+	for (int t = 0; t < 200; t++) {
+		codec_stream_new(false, 0, 24, &dec);
+		uint8_t *x = malloc(lens[0]);
+		memcpy(x, outs[0], lens[0]);
+		x[next() % lens[0]] ^= (uint8_t)(1 + next() % 255);
+		memset(o, 0xAB, REC + 64);
+		rc = codec_stream_decompress(dec, x, lens[0], o, REC, &ol);
+		if (o[REC] != 0xAB || (rc && rc != HO_EFORMAT) || (rc == 0 && ol > REC))
+			crashes++;
+		free(x);
+		codec_stream_free(dec);
+	}
+	ok(crashes == 0, "stream: 200 corrupted records handled");
+	/* a window smaller than the encoder's is refused */
+	codec_stream_new(false, 0, 12, &dec);
+	is_int(codec_stream_decompress(dec, outs[0], lens[0], o, REC, &ol), HO_EFORMAT, "stream: too large a window refused");
+	codec_stream_free(dec);
+	for (size_t i = 0; i < REC; i++)
+		rec[i] = (uint8_t)next();              /* new bytes: they cannot shrink */
+	is_int(codec_stream_compress(enc, rec, REC, c, 16, &ol), HO_ELIMIT, "stream: too small an output gives HO_ELIMIT");
+	codec_stream_free(enc);
+	for (int r = 0; r < NREC; r++)
+		free(outs[r]);
+	free(outs); free(lens); free(block); free(rec); free(c); free(o);
 }
 
 int main(void)
@@ -124,6 +201,7 @@ int main(void)
 	       "compress into too small a buffer gives HO_ELIMIT");
 	is_int(codec_compress(ctx, CODEC_LZMA, 42, NULL, 0, rnd, 4096, c, 8192, &cl), HO_EINVAL, "bad level");
 	codec_ctx_free(ctx);
+	test_stream();
 	free(text); free(rnd); free(zero); free(dict); free(c); free(c2); free(o);
 	return done_testing();
 }

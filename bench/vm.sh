@@ -41,6 +41,7 @@
 #   VM_BENCH_MODE=delta-zstd3  VM_BENCH_VERIFY=memory  VM_BENCH_TRUE=1
 #   VM_BENCH_QEMU_DOWNTIME=MS (QEMU's downtime-limit; default QEMU's own, 300 ms)
 #   VM_BENCH_RESULTS=FILE (also append the cells as tab-separated lines to FILE)
+#   VM_BENCH_LOGS=DIR (keep each cell's logs, the guests' consoles among them, in DIR/LOAD-RATE-METHOD)
 #   VM_BENCH_CHECK_LATE=600 (seconds more to watch the guest's console for its self-check after
 #   120 s without an answer; a late one shows as check-ok+late=Ns)
 #   VM_BENCH_MIGRATE_ARGS="--max-rounds 2" (more handoff-vm migrate options for the handoff cells;
@@ -389,6 +390,12 @@ for load in $LOADS; do
 			printf '%-6s %-5s %-12s %9s %10s %9s %9s %10s  %s\n' "$load" "$rate" "$m" "$2" "$3" "$4" "$5" "$l0/$l1" "$1 ${*:6}"
 			printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$load" "$rate" "$m" "$1" "$2" "$3" "$4" "$5" "$l0" "$l1" "${*:6}" >>"$RES"
 			[ -n "${VM_BENCH_RESULTS:-}" ] && tail -n1 "$RES" >>"$VM_BENCH_RESULTS"
+			if [ -n "${VM_BENCH_LOGS:-}" ]; then
+				mkdir -p "$VM_BENCH_LOGS/$load-$rate-$m"
+				for f in "$d"/*.log "$d"/*.run/*.log; do
+					[ -f "$f" ] && cp "$f" "$VM_BENCH_LOGS/$load-$rate-$m/$(basename "$(dirname "$f")" .run)-$(basename "$f")"
+				done
+			fi
 			for r in "$d"/*.run; do [ -d "$r" ] && { handoff-vm -q stop --run-dir "$r" >/dev/null 2>&1 || "$VMCTL" kill "$r" >/dev/null 2>&1; }; done
 			for mnt in "$d"/*.mnt; do fusermount3 -uz "$mnt" 2>/dev/null; done
 			rm -rf "$d"

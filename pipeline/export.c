@@ -372,14 +372,15 @@ int export_list_modes(void)
  * used; the ack window (2 frames) stays a few seconds at 5 Mbit/s.
  * Since zstd frames get a window over the whole frame and long-distance matching (codec.c),
  * 16 MiB frames gain more (640 MiB of the same changes: 78.3 MB with zstd-3 in 4 MiB frames,
- * 67.8 MB in 16 MiB ones, which the static zstd modes use), but not here yet: with 16 MiB frames
- * the engine's measurements went wrong (at 100 Mbit/s it saw 1.35 Gbit/s from the bursts of
- * acknowledgements, and ratios of 0.7-0.98 for delta-lz4 whose frames made 0.25), and it
- * switched back and forth (bench/adapt.sh: 12.4 s against 8.6 for delta-zstd3 alone; with 4 MiB
- * frames 9.7 s and no switch). A frame is also what the link must carry before the receiver
- * acknowledges anything of it, and the sender keeps two frames in flight: a frame's expected
- * wire size is held to about ADAPT_FRAME_LINK_NS of the measured bandwidth (adapt_frame_link),
- * so on a thin link data that hardly compresses gets smaller frames (not below 1 MiB). */
+ * 67.8 MB in 16 MiB ones), so the zstd modes' frames are their own 16 MiB here too (at least
+ * ADAPT_FRAME_STRONG). A frame is what the link must carry before the receiver acknowledges
+ * anything of it, and the sender keeps two frames in flight: a frame's expected wire size is held
+ * to about ADAPT_FRAME_LINK_NS of the measured bandwidth (adapt_frame_link), so on a thin link,
+ * or with data that hardly compresses, frames are smaller (not below 1 MiB). Without that bound,
+ * 16 MiB frames upset the engine's measurements (at 100 Mbit/s it saw 1.35 Gbit/s from bursts of
+ * acknowledgements, and ratios of 0.7-0.98 for delta-lz4 whose frames made 0.25) and it switched
+ * back and forth (bench/adapt.sh: 12.4 s against 8.6 for delta-zstd3 alone); with it the
+ * adaptive exporter was within 1 % of the best static mode from 5 to 100 Mbit/s (session 6). */
 #define ADAPT_RUN   (256u << 10)
 /* ...and frames of 256 KiB too while the engine learns the link: until acknowledgements covered
  * ADAPT_WARMUP_NS of it (or ADAPT_WARMUP_MAX of input went by). Large frames before that would
@@ -463,7 +464,7 @@ struct walk {
  * running export measures. Modes not listed get a cautious guess. */
 static const struct { const char *name; double rate, ratio; } profiles[] = {
 	{ "raw", 2000e6, 1.0 }, { "lz4", 500e6, 0.46 }, { "xor-lz4", 400e6, 0.26 },
-	{ "delta-lz4", 190e6, 0.20 }, { "delta-zstd3", 80e6, 0.152 }, { "delta-zstd9", 30e6, 0.150 },
+	{ "delta-lz4", 190e6, 0.20 }, { "xor-zstd1", 250e6, 0.165 }, { "delta-zstd3", 80e6, 0.152 }, { "delta-zstd9", 30e6, 0.150 },
 	{ "delta-lzma6", 4.5e6, 0.140 }, { "best", 5e6, 0.138 },
 };
 

@@ -1336,11 +1336,15 @@ static void print_report(const struct report *rep, FILE *f, bool json)
 				ho_fmt_bytes(r->input_bytes, b1, sizeof(b1)), ho_fmt_bytes(r->wire_bytes, b2, sizeof(b2)),
 				secs(r->ns));
 		}
+		/* post-copy: the chunk server's answers crossed the link too (their own line below) */
+		char pcb[64] = "";
+		if (rep->postcopy && rep->pc.bytes)
+			snprintf(pcb, sizeof(pcb), " + %s of answers on demand", ho_fmt_bytes(rep->pc.bytes, b2, sizeof(b2)));
 		if (rep->handed_off)
-			fprintf(f, "handoff-vm: handed off in %.2f s: %d rounds, %s on the wire + %" PRIu64
+			fprintf(f, "handoff-vm: handed off in %.2f s: %d rounds, %s on the wire%s + %" PRIu64
 				" bytes of device state; downtime %.3f s (pause on the source to running on the "
 				"destination; %.3f s until %s; clock offset %.1f ms, rtt %.1f ms)\n",
-				total, rep->n, ho_fmt_bytes(wire, b1, sizeof(b1)), rep->devstate_bytes, down, downc,
+				total, rep->n, ho_fmt_bytes(wire, b1, sizeof(b1)), pcb, rep->devstate_bytes, down, downc,
 				rep->postcopy ? "the destination confirmed the last chunk" : "the source heard of it",
 				(double)rep->clock_offset / 1e6, (double)rep->rtt_ns / 1e6);
 		if (rep->handed_off && rep->postcopy)

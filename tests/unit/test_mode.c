@@ -24,7 +24,7 @@ int main(void)
 	ok(mode_get(n) == NULL, "mode_get past the end is NULL");
 	ok(mode_find("no-such-mode") == NULL && mode_find(NULL) == NULL, "unknown names");
 	ok(mode_default() && strcmp(mode_default()->name, "delta-zstd3") == 0, "default mode");
-	const char *want[] = { "raw", "lz4", "xor-lz4", "delta-lz4", "delta-zstd3", "delta-zstd9", "delta-lzma6", "best" };
+	const char *want[] = { "raw", "lz4", "xor-lz4", "delta-lz4", "xor-zstd1", "delta-zstd3", "delta-zstd9", "delta-lzma6", "best" };
 	bad = 0;
 	for (size_t i = 0; i < HO_ARRAY_SIZE(want); i++)
 		bad += mode_find(want[i]) == NULL;

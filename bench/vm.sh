@@ -141,7 +141,13 @@ guest_check() {
 			sed 's/.*\(HANDOFF-CHECK\)/\1/')
 		[ -n "$c" ] && late="+late=$(( $(date +%s) - t0 ))s" || sleep 2
 	done
-	[ -n "$c" ] || tail -n 8 "$rd/serial.log" 2>/dev/null | sed 's/^/bench\/vm:   dst console (no check answer): /' >&2
+	if [ -z "$c" ]; then
+		tail -n 8 "$rd/serial.log" 2>/dev/null | sed 's/^/bench\/vm:   dst console (no check answer): /' >&2
+		# what state QEMU is in, and how busy (a guest that runs burns CPU under TCG)
+		echo "bench/vm:   dst (no check answer): serial.log $(stat -c %s "$rd/serial.log" 2>/dev/null || echo missing) bytes;" \
+			"query-status $("$VMCTL" qmp "$rd" query-status 2>&1 | tr -d '\n' | cut -c1-120);" \
+			"qemu $(ps -o stat=,time= -p "$(cat "$rd"/*.pid 2>/dev/null | head -n1)" 2>/dev/null | tr -s ' ')" >&2
+	fi
 	case $c in
 	"HANDOFF-CHECK ok"*) echo "check-ok$late" ;;
 	*) c=$(cut -c1-18 <<<"${c:-none}"); echo "check=${c// /_}$late" ;;

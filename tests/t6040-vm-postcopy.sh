@@ -8,7 +8,9 @@
 # failures leave the VM running on the source and none on the destination: (1) the post-copy
 # stream corrupted on the wire (the mirror refuses it; the destination VM, already running, is
 # killed); (2) the destination's handoff-vm killed while the guest runs there on a partial image
-# (its watchdog kills that VM; the source resumes).
+# (its watchdog kills that VM; the source resumes); (2b) the destination's QEMU killed while it
+# runs on a partial image (every chunk still arrives, but the destination does not confirm: the
+# source resumes).
 set -u
 HANDOFF_SRC=${HANDOFF_SRC:-$(cd "$(dirname "$0")/.." && pwd)}
 . "$HANDOFF_SRC/tests/lib.sh"
@@ -101,6 +103,25 @@ sed 's/^/# /' "$T/m2.log" | tail -n 3
 check "destination killed: its watchdog killed the VM there" no_dst_vm dead
 fusermount3 -uz "$T/dead.mnt" 2>/dev/null
 source_survived "destination killed"
+
+# ---- (2b) the destination's QEMU dies while it runs on a partial image ------------------------------
+# every chunk still arrives, but the source must not let its copy go: it resumes
+receiver qdead || bail "receiver did not start"
+handoff-vm migrate --run-dir "$T/src.run" --to "127.0.0.1:$(cat "$T/qdead.port")" --key "$T/key" --postcopy always \
+	--fault slow-postcopy 2>"$T/m2b.log" &
+MPID=$!
+resumed=
+for _ in $(seq 300); do grep -q 'VM resumed here' "$T/qdead.recv.log" && { resumed=1; break; }; sleep 0.1; done
+check "destination QEMU killed: its VM had resumed on a partial image" test -n "$resumed"
+kill -9 "$(cat "$T/qdead.run/qemu.pid" 2>/dev/null)" 2>/dev/null
+wait "$MPID"
+is "$?" 4 "destination QEMU killed: migrate exits 4 (source resumed)"
+wait "$RPID"; rrc=$?; RPID=
+check "destination QEMU killed: receiver fails ($rrc)" test "$rrc" -ne 0
+check "destination QEMU killed: the receiver said why" grep -q "the VM here is not running" "$T/qdead.recv.log"
+sed 's/^/# /' "$T/m2b.log" | tail -n 3
+fusermount3 -uz "$T/qdead.mnt" 2>/dev/null
+source_survived "destination QEMU killed"
 
 # ---- (3) a post-copy handoff ---------------------------------------------------------------------
 receiver dst || bail "receiver did not start"

@@ -2299,6 +2299,20 @@ static int cmd_receive(int argc, char **argv)
 				goto lost;
 			}
 			ho_info("post-copy: %s", reply);
+			/* COMPLETE-OK lets the source's paused copy go: the VM here must still be running
+			 * (a QEMU that died, or stopped on an error, while it waited for chunks would
+			 * otherwise leave the guest running nowhere); if not, the source resumes its own */
+			char qst[64] = "";
+			bool qrun = false;
+			bool dead = vm_exited(vm, NULL);
+			int qrc = dead ? 0 : vm_query_status(vm, qst, sizeof(qst), &qrun);
+			if (dead || qrc || !qrun) {
+				const char *why = dead ? "QEMU exited" : qrc ? "QEMU does not answer" : qst;
+				ho_err("post-copy: every chunk arrived, but the VM here is not running (%s)", why);
+				conn_send(cn, "ERR %d the VM is not running on the destination (%s)", HO_ESTATE, why);
+				rc = HO_ESTATE;
+				goto lost;
+			}
 			if ((rc = conn_send_signed(cn, "COMPLETE-OK"))) {
 				ho_err("cannot confirm to the source: the VM runs here, check the source");
 				goto lost;

@@ -75,6 +75,17 @@ no_dst_vm() {
 	return 1
 }
 
+# migrate_slowly NAME LOG: a slowed post-copy migrate to receiver NAME in the background (its pid
+# in MPID, its stderr in LOG); true once the destination's VM resumed on a partial image
+migrate_slowly() {
+	local name=$1
+	handoff-vm migrate --run-dir "$T/src.run" --to "127.0.0.1:$(cat "$T/$name.port")" --key "$T/key" \
+		--postcopy always --fault slow-postcopy 2>"$2" &
+	MPID=$!
+	for _ in $(seq 300); do grep -q 'VM resumed here' "$T/$name.recv.log" && return 0; sleep 0.1; done
+	return 1
+}
+
 # ---- (1) the post-copy stream corrupted on the wire ----------------------------------------------
 receiver bad || bail "receiver did not start"
 handoff-vm migrate --run-dir "$T/src.run" --to "127.0.0.1:$(cat "$T/bad.port")" --key "$T/key" --postcopy always \
@@ -90,12 +101,7 @@ source_survived "corrupt post-copy stream"
 
 # ---- (2) the destination's handoff-vm dies while its VM runs on a partial image ------------------
 receiver dead || bail "receiver did not start"
-handoff-vm migrate --run-dir "$T/src.run" --to "127.0.0.1:$(cat "$T/dead.port")" --key "$T/key" --postcopy always \
-	--fault slow-postcopy 2>"$T/m2.log" &
-MPID=$!
-resumed=
-for _ in $(seq 300); do grep -q 'VM resumed here' "$T/dead.recv.log" && { resumed=1; break; }; sleep 0.1; done
-check "destination killed: its VM had resumed on a partial image" test -n "$resumed"
+check "destination killed: its VM had resumed on a partial image" migrate_slowly dead "$T/m2.log"
 kill -9 "$RPID" 2>/dev/null; wait "$RPID" 2>/dev/null; RPID=
 wait "$MPID"
 is "$?" 4 "destination killed: migrate exits 4 (source resumed)"
@@ -107,12 +113,7 @@ source_survived "destination killed"
 # ---- (2b) the destination's QEMU dies while it runs on a partial image ------------------------------
 # every chunk still arrives, but the source must not let its copy go: it resumes
 receiver qdead || bail "receiver did not start"
-handoff-vm migrate --run-dir "$T/src.run" --to "127.0.0.1:$(cat "$T/qdead.port")" --key "$T/key" --postcopy always \
-	--fault slow-postcopy 2>"$T/m2b.log" &
-MPID=$!
-resumed=
-for _ in $(seq 300); do grep -q 'VM resumed here' "$T/qdead.recv.log" && { resumed=1; break; }; sleep 0.1; done
-check "destination QEMU killed: its VM had resumed on a partial image" test -n "$resumed"
+check "destination QEMU killed: its VM had resumed on a partial image" migrate_slowly qdead "$T/m2b.log"
 kill -9 "$(cat "$T/qdead.run/qemu.pid" 2>/dev/null)" 2>/dev/null
 wait "$MPID"
 is "$?" 4 "destination QEMU killed: migrate exits 4 (source resumed)"

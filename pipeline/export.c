@@ -368,12 +368,11 @@ int export_list_modes(void)
  * switch is as quick as with small frames. Why large: on a real guest's changes (bench/adapt.sh, 64 MiB, -T 2),
  * delta-zstd3 makes 0.396 of the input with 256 KiB frames, 0.307 with 1 MiB, 0.273 with 4 MiB,
  * 0.264 with 16 MiB, at the same CPU (delta-zstd9: 0.396, 0.306, 0.270); lz4 frames gain nothing
- * above 1 MiB (0.4859 at 4 MiB, 0.4861 at 16 MiB). Frames of 4 MiB, what the strong static modes
- * used; the ack window (2 frames) stays a few seconds at 5 Mbit/s.
+ * above 1 MiB (0.4859 at 4 MiB, 0.4861 at 16 MiB).
  * Since zstd frames get a window over the whole frame and long-distance matching (codec.c),
  * 16 MiB frames gain more (640 MiB of the same changes: 78.3 MB with zstd-3 in 4 MiB frames,
- * 67.8 MB in 16 MiB ones), so the zstd modes' frames are their own 16 MiB here too (at least
- * ADAPT_FRAME_STRONG). A frame is what the link must carry before the receiver acknowledges
+ * 67.8 MB in 16 MiB ones), so each mode's frames are its own here too (mode.c: 16 MiB for zstd,
+ * 1 MiB for lz4, whose frames gain nothing above that). A frame is what the link must carry before the receiver acknowledges
  * anything of it, and the sender keeps two frames in flight: a frame's expected wire size is held
  * to about ADAPT_FRAME_LINK_NS of the measured bandwidth (adapt_frame_link), so on a thin link,
  * or with data that hardly compresses, frames are smaller (not below 1 MiB). Without that bound,
@@ -392,7 +391,6 @@ int export_list_modes(void)
  * of the link at 5 Mbit/s with strong compression. */
 #define ADAPT_WARMUP_NS  500000000ull
 #define ADAPT_WARMUP_MAX (16u << 20)
-#define ADAPT_FRAME_STRONG (4u << 20)
 #define ADAPT_FRAME_LINK_NS 4000000000ull
 #define ADAPT_FRAME_FLOOR  (1u << 20)
 #define CALIBRATE_BYTES (64u << 10)
@@ -464,26 +462,19 @@ struct walk {
  * running export measures. Modes not listed get a cautious guess. */
 static const struct { const char *name; double rate, ratio; } profiles[] = {
 	{ "raw", 2000e6, 1.0 }, { "lz4", 500e6, 0.46 }, { "xor-lz4", 400e6, 0.26 },
-	{ "delta-lz4", 190e6, 0.20 }, { "xor-zstd1", 250e6, 0.165 }, { "delta-zstd3", 80e6, 0.152 }, { "delta-zstd9", 30e6, 0.150 },
+	{ "delta-lz4", 190e6, 0.20 }, { "xor-zstd1", 250e6, 0.165 }, { "delta-zstd3", 80e6, 0.152 },
+	{ "delta-zstd9", 30e6, 0.150 },
 	{ "delta-lzma6", 4.5e6, 0.140 }, { "best", 5e6, 0.138 },
 };
 
-/* The frame size the adaptive exporter gives mode m: large for the codecs that find redundancy
- * across chunks far apart (zstd, lzma), the mode's own for the others (see ADAPT_RUN). */
-static uint32_t adapt_frame(const struct mode *m)
-{
-	if (m->frame_codec == CODEC_ZSTD || m->frame_codec == CODEC_LZMA)
-		return HO_MAX(m->frame_size, ADAPT_FRAME_STRONG);
-	return m->frame_size;
-}
-
-/* The frame limit for mode m on the link measured now: adapt_frame(m), held to a frame whose
+/* The frame limit for mode m on the link measured now: the mode's own frame size (see
+ * ADAPT_RUN), held to a frame whose
  * expected wire size (input times the mode's ratio) the link carries in ADAPT_FRAME_LINK_NS. The
  * limit counts record bytes, which deltas make fewer than the input: frames come out larger than
  * that, which errs the cheap way (the bound is against frames of many seconds). */
 static uint32_t adapt_frame_link(const struct mode *m, const struct adapt_status *st)
 {
-	uint32_t f = adapt_frame(m);
+	uint32_t f = m->frame_size;
 	double bw = st->bandwidth_Bps > 0 ? st->bandwidth_Bps : st->bw_model_Bps;
 
 	if (f <= ADAPT_FRAME_FLOOR || bw <= 0 || st->ratio <= 0)
@@ -497,7 +488,7 @@ static uint32_t adapt_frame_max(void)
 {
 	uint32_t f = 0;
 	for (size_t i = 0; i < mode_count(); i++)
-		f = HO_MAX(f, adapt_frame(mode_get(i)));
+		f = HO_MAX(f, mode_get(i)->frame_size);
 	return f;
 }
 
@@ -549,7 +540,7 @@ int export_adapt_new(const struct export_opts *o, struct adapt **out)
 		unsigned fam = m->frame_codec == CODEC_ZSTD || m->frame_codec == CODEC_LZMA ? 2 :
 			       m->frame_codec == CODEC_NONE ? 0 : 1;
 		prof[i] = (struct adapt_mode_profile){ m->name, 10e6, 0.5, threads,
-						       1 + fam * 1024 + (adapt_frame(m) >> 16) };
+						       1 + fam * 1024 + (m->frame_size >> 16) };
 		for (size_t k = 0; k < HO_ARRAY_SIZE(profiles); k++)
 			if (!strcmp(profiles[k].name, m->name)) {
 				prof[i].rate = profiles[k].rate;

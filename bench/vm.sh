@@ -131,6 +131,32 @@ now() { date +%s.%N; }
 # is watched for a full check after the request for up to VM_BENCH_CHECK_LATE more seconds, and
 # "+late=Ns" follows such an answer. Without one the console's last lines go to stderr (the raw
 # output).
+# stuck_report RUN_DIR: why a destination guest might not answer. Each thread of its QEMU and of
+# every handoff process: state, wait channel, kernel stack; the guest's instruction pointers twice,
+# 2 s apart (they move if the guest runs); the CPU time QEMU used in those 2 s.
+stuck_report() {
+	local rd=$1 qpid p t
+	qpid=$(cat "$rd/qemu.pid" 2>/dev/null)
+	for p in $qpid $(pgrep -f '^handoff-|/handoff-'); do
+		[ -d "/proc/$p" ] || continue
+		echo "bench/vm:   stuck: process $p $(tr '\0' ' ' <"/proc/$p/cmdline" | cut -c1-160)"
+		for t in /proc/"$p"/task/*; do
+			echo "bench/vm:   stuck:   thread ${t##*/} $(cat "$t/comm") state $(awk '{print $3}' "$t/stat") wchan $(cat "$t/wchan" 2>/dev/null)"
+			sed 's/^/bench\/vm:   stuck:     /' "$t/stack" 2>/dev/null | head -n 12
+		done
+	done
+	[ -n "$qpid" ] || return 0
+	local c0 c1
+	c0=$(awk '{print $14 + $15}' "/proc/$qpid/stat" 2>/dev/null)
+	"$VMCTL" qmp "$rd" human-monitor-command '{"command-line":"info registers"}' 2>&1 | grep -o 'RIP=[0-9a-f]*' |
+		sed 's/^/bench\/vm:   stuck: guest (1st) /'
+	sleep 2
+	"$VMCTL" qmp "$rd" human-monitor-command '{"command-line":"info registers"}' 2>&1 | grep -o 'RIP=[0-9a-f]*' |
+		sed 's/^/bench\/vm:   stuck: guest (2 s later) /'
+	c1=$(awk '{print $14 + $15}' "/proc/$qpid/stat" 2>/dev/null)
+	echo "bench/vm:   stuck: QEMU used $(( ${c1:-0} - ${c0:-0} )) clock ticks of CPU in those 2 s"
+}
+
 guest_check() {
 	local rd=$1 c n0 t0 late="" lim=$((120 + ${VM_BENCH_CHECK_LATE:-600}))
 	n0=$(grep -c 'HANDOFF-CHECK' "$rd/serial.log" 2>/dev/null)
@@ -147,6 +173,7 @@ guest_check() {
 		echo "bench/vm:   dst (no check answer): serial.log $(stat -c %s "$rd/serial.log" 2>/dev/null || echo missing) bytes;" \
 			"query-status $("$VMCTL" qmp "$rd" query-status 2>&1 | tr -d '\n' | cut -c1-120);" \
 			"qemu $(ps -o stat=,time= -p "$(cat "$rd"/*.pid 2>/dev/null | head -n1)" 2>/dev/null | tr -s ' ')" >&2
+		stuck_report "$rd" >&2
 	fi
 	case $c in
 	"HANDOFF-CHECK ok"*) echo "check-ok$late" ;;

@@ -13,7 +13,7 @@
 #   make deps                  install build and test dependencies (Debian 12, root)
 #   make fuzz                  run the libFuzzer targets for real (clang)
 
-MODULES   := common overlay tracker fs pipeline vm inspect
+MODULES   := common overlay tracker fs pipeline vm handoff inspect
 PREFIX    ?= /usr/local
 SAN       ?=
 O         ?= $(if $(SAN),build-san,build)

@@ -9,6 +9,9 @@
 #   handoff-pc  the same with --postcopy always: after the live rounds, pause, device state and the
 #               list of still-dirty chunks, B resumes at once and the rest streams behind it (chunks
 #               the VM touches first are fetched on demand); skipped while handoff-vm lacks --postcopy
+#   handoff-pc0 post-copy with no live round (--max-rounds 1): pause at once, B resumes at once, and
+#               everything changed since the base streams behind it (for a guest that dirties
+#               faster than the link, whose live rounds only send what it rewrites)
 #   handoff-nv  like handoff with --verify none (not in the default list; shows the cost of --verify)
 #   qemu        QEMU live migration of RAM over TCP + drive-mirror sync=top of a qcow2 overlay whose
 #               backing file is the base disk (on both sides), QEMU's usual storage migration
@@ -36,7 +39,7 @@
 # total / true s.
 #
 #   VM_BENCH_LOADS="light heavy"  VM_BENCH_RATES="10 5 25"
-#   VM_BENCH_METHODS="handoff handoff-pc qemu qemu-xbzrle qemu-mfzstd"
+#   VM_BENCH_METHODS="handoff handoff-pc handoff-pc0 qemu qemu-xbzrle qemu-mfzstd"
 #   VM_BENCH_RAM=1024M  VM_BENCH_WARM=20  VM_BENCH_LIMIT=300  VM_BENCH_HANDOFF_LIMIT=1800
 #   VM_BENCH_MODE=delta-zstd3  VM_BENCH_VERIFY=memory  VM_BENCH_TRUE=1
 #   VM_BENCH_QEMU_DOWNTIME=MS (QEMU's downtime-limit; default QEMU's own, 300 ms)
@@ -60,7 +63,7 @@ WAN=$HANDOFF_SRC/scripts/wan.sh
 VMCTL=$HANDOFF_BUILD/tests/vmctl
 LOADS=${VM_BENCH_LOADS:-"light heavy"}
 RATES=${VM_BENCH_RATES:-"10 5 25"}
-METHODS=${VM_BENCH_METHODS:-"handoff handoff-pc qemu qemu-xbzrle qemu-mfzstd"}
+METHODS=${VM_BENCH_METHODS:-"handoff handoff-pc handoff-pc0 qemu qemu-xbzrle qemu-mfzstd"}
 RAM=${VM_BENCH_RAM:-1024M}
 WARM=${VM_BENCH_WARM:-20}
 LIMIT=${VM_BENCH_LIMIT:-300}
@@ -195,9 +198,10 @@ print(d if d != {} else "")' "$1"; }
 # (STATUS ok | dnf | failed; "-" where a figure does not exist)
 
 # ---- handoff ----------------------------------------------------------------------------------
-# run_handoff BASE VERIFY POSTCOPY(never|always|-) DIR
+# run_handoff BASE VERIFY POSTCOPY(never|always|-) DIR [MORE MIGRATE OPTIONS...]
 run_handoff() {
 	local base=$1 verify=$2 pc=$3 d=$4 tx0 rc pcopt=()
+	shift 4
 	[ "$pc" != - ] && pcopt=(--postcopy "$pc")
 	mkdir -p "$d"
 	handoff-vm -q start --base "$base" --overlay "$d/src.ovl" --mount "$d/src.mnt" --run-dir "$d/s.run" ||
@@ -210,7 +214,7 @@ run_handoff() {
 	for _ in $(seq 600); do [ -s "$d/port" ] && break; sleep 0.1; done
 	tx0=$(tx_bytes)
 	timeout "$HLIMIT" "$WAN" exec "$NAME" a handoff-vm migrate --run-dir "$d/s.run" --to "$ADDR_B:7300" \
-		--mode "$MODE" --verify "$verify" "${pcopt[@]}" "${MIGRATE_ARGS[@]}" --keep-source --report "$d/report.json" 2>"$d/migrate.log"
+		--mode "$MODE" --verify "$verify" "${pcopt[@]}" "${MIGRATE_ARGS[@]}" "$@" --keep-source --report "$d/report.json" 2>"$d/migrate.log"
 	rc=$?
 	wait "$rp"
 	local sent=$(( $(tx_bytes) - tx0 ))
@@ -380,7 +384,10 @@ for load in dict.fromkeys(r[0] for r in rows):
             out.append("handoff-pc downtime / handoff downtime = %.3f (%s s / %s s)" % (num(pc[5]) / num(ho[5]), pc[5], ho[5]))
             if hot and num(pc[4]):
                 out.append("handoff-pc total / handoff total = %.2f" % (num(pc[4]) / hot))
-        for m in ("handoff", "handoff-pc"):
+        p0 = cells.get("handoff-pc0")
+        if hot and p0 and p0[3] == "ok" and num(p0[4]):
+            out.append("handoff-pc0 total / handoff total = %.2f" % (num(p0[4]) / hot))
+        for m in ("handoff", "handoff-pc", "handoff-pc0"):
             r = cells.get(m)
             if r and r[3] == "ok" and num(r[7]):
                 need = num(r[7]) * 2**20 / bps
@@ -408,6 +415,12 @@ for load in $LOADS; do
 					out=$(run_handoff "$base" "$VERIFY" always "$d")
 				else
 					say "handoff-pc skipped: this handoff-vm has no --postcopy yet"
+					out="skipped - - - - handoff-vm-has-no---postcopy-yet"
+				fi ;;
+			handoff-pc0)
+				if [ $PC_OK = 1 ]; then
+					out=$(run_handoff "$base" "$VERIFY" always "$d" --max-rounds 1)
+				else
 					out="skipped - - - - handoff-vm-has-no---postcopy-yet"
 				fi ;;
 			qemu) out=$(run_qemu "$base" "$d" plain) ;;

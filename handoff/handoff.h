@@ -113,7 +113,8 @@ struct handoff_migrate_opts {
 	const char *mode;          /* export mode (handoff-export(1)); NULL or "adaptive": adapt */
 	unsigned threads;          /* export threads (0 = 1) */
 	uint64_t rate_limit;       /* bytes per second on the wire, 0 = unlimited (testing) */
-	int max_rounds;            /* 2..HANDOFF_MAX_ROUNDS: live rounds end at max_rounds - 1 */
+	int max_rounds;            /* 1..HANDOFF_MAX_ROUNDS: live rounds end at max_rounds - 1
+	                              (1: none, the VM is paused at once) */
 	int downtime_target_ms;    /* live rounds end once one takes no longer than this */
 	int timeout_s;             /* connect and acknowledgement timeout, >= 1 */
 	bool keep_source;          /* leave the source's (paused) QEMU and mount after a handoff */

@@ -315,9 +315,10 @@ enum handoff_outcome handoff_migrate(const struct handoff_migrate_opts *o, struc
 
 	handoff_digests_prepare(ovl, verify);
 
-	/* live rounds */
+	/* live rounds (none with max_rounds 1: the VM is paused at once, and everything changed
+	 * since the base goes in the paused round or, with post-copy, after the resume) */
 	uint32_t since = 0;
-	for (;;) {
+	while (max_rounds > 1) {
 		struct round *r = &rep->r[rep->n];
 		if ((rc = export_round(ovl, streamto, &eo, since, 0, true, false, r)))
 			goto lost;
@@ -335,11 +336,12 @@ enum handoff_outcome handoff_migrate(const struct handoff_migrate_opts *o, struc
 	}
 
 	/* post-copy when asked, or (auto) when the last live round would not fit in about the downtime
-	 * target: the rounds did not converge */
+	 * target: the rounds did not converge; or when there was none (everything is still to go) */
 	{
-		const struct round *last = &rep->r[rep->n - 1];
+		const struct round *last = rep->n ? &rep->r[rep->n - 1] : NULL;
 		rep->postcopy = o->postcopy == HANDOFF_POSTCOPY_ALWAYS ||
-			(o->postcopy == HANDOFF_POSTCOPY_AUTO && last->ns > HO_MAX(1000000000ull, 3ull * (uint64_t)target_ms * 1000000u));
+			(o->postcopy == HANDOFF_POSTCOPY_AUTO &&
+			 (!last || last->ns > HO_MAX(1000000000ull, 3ull * (uint64_t)target_ms * 1000000u)));
 		if (fault == HANDOFF_FAULT_SLOW_POSTCOPY)
 			rep->postcopy = true;
 		if (fault == HANDOFF_FAULT_CORRUPT_POSTCOPY) {

@@ -416,7 +416,8 @@ static int check_sequence(struct importer *im, const struct stream_header *h)
 				h->since, overlay_dir(im->ov));
 			return HO_ESTALE;
 		}
-		if (tracker_stats(im->t, &st) == 0 && st.modified[0] + st.modified[1] > 0) {
+		if (!(im->o.arrive && im->o.arrive_fresh) && tracker_stats(im->t, &st) == 0 &&
+		    st.modified[0] + st.modified[1] > 0) {
 			im_fail(im, HO_ESTALE, "overlay '%s' has local changes and no applied stream: a full stream needs a fresh overlay",
 				overlay_dir(im->ov));
 			return HO_ESTALE;

@@ -160,6 +160,10 @@ struct import_opts {
 	 * verified, import_finish() only records it as applied and commits the tracker. A non-zero
 	 * return fails the import. Implies starting fresh (no resume of a partial staging file). */
 	int (*arrive)(void *arg, int img, uint64_t idx, const uint8_t *data, uint32_t len);
+	/* With arrive: the post-copy began on a fresh overlay (nothing applied, nothing changed), so
+	 * a full stream (from generation 0) is accepted although the overlay now holds changes: they
+	 * are the post-copy's own arrivals and what the resumed VM wrote since. */
+	bool arrive_fresh;
 };
 
 struct import_result {

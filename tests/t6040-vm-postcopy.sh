@@ -10,7 +10,8 @@
 # killed); (2) the destination's handoff-vm killed while the guest runs there on a partial image
 # (its watchdog kills that VM; the source resumes); (2b) the destination's QEMU killed while it
 # runs on a partial image (every chunk still arrives, but the destination does not confirm: the
-# source resumes).
+# source resumes). Then the guest moves on twice with no live round (--max-rounds 1): once with
+# post-copy (auto picks it: everything is still to go), once with everything in the paused round.
 set -u
 HANDOFF_SRC=${HANDOFF_SRC:-$(cd "$(dirname "$0")/.." && pwd)}
 . "$HANDOFF_SRC/tests/lib.sh"
@@ -171,5 +172,42 @@ case "$reply" in
 *) not_ok "guest self-check after the post-copy handoff"; echo "#   got '$reply'"; tail -n 5 "$dlog" | sed 's/^/#   /' ;;
 esac
 check "no failed self-check on any console" test "$(cat "$slog" "$dlog" | grep -c 'HANDOFF-CHECK fail')" = 0
-check "handoff-vm stop on the destination" handoff-vm stop --run-dir "$T/dst.run"
+
+# ---- (4), (5) no live round (--max-rounds 1): the VM is paused at once -------------------------------
+# handoff_no_live FROM TO POSTCOPY WANT_PC: hand the guest of FROM.run over to a new receiver TO with
+# --max-rounds 1; the report has one round, paused, post-copy as WANT_PC says; the guest goes on
+handoff_no_live() {
+	local from=$1 to=$2 pc=$3 want=$4 flog=$T/$1.run/serial.log tlog=$T/$2.run/serial.log last reply
+	receiver "$to" || bail "receiver $to did not start"
+	if handoff-vm migrate --run-dir "$T/$from.run" --to "127.0.0.1:$(cat "$T/$to.port")" --key "$T/key" \
+		--max-rounds 1 --postcopy "$pc" --report "$T/$to.json" 2>"$T/$to.migrate.log"; then
+		ok "--max-rounds 1 --postcopy $pc: handoff succeeded"
+	else
+		not_ok "--max-rounds 1 --postcopy $pc: handoff succeeded"; sed 's/^/# /' "$T/$to.migrate.log" "$T/$to.recv.log"
+	fi
+	wait "$RPID"; is "$?" 0 "  ... receiver exited 0"; RPID=
+	if python3 - "$T/$to.json" "$want" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r["handed_off"] is True
+assert r["postcopy"] is (sys.argv[2] == "true"), "post-copy as expected"
+assert len(r["rounds"]) == 1 and r["rounds"][0]["live"] is False, "one round, not live"
+assert r["rounds"][0]["memory_chunks"] + r["rounds"][0]["disk_chunks"] + r.get("postcopy_demand_chunks", 0) > 0
+PY
+	then ok "  ... report: one round, paused, post-copy $want"
+	else not_ok "  ... report: one round, paused, post-copy $want"; sed 's/^/# /' "$T/$to.json"; fi
+	check_fail "  ... no live round was logged" grep -q 'round [0-9]* (live)' "$T/$to.migrate.log"
+	last=$(vmt_counter "$flog")
+	check "  ... the counter goes on past the previous host's last ($last)" vmt_wait_counter "$tlog" $((last + 5)) 30
+	reply=$("$VMCTL" send "$T/$to.run" check 30000)
+	case "$reply" in
+	"HANDOFF-CHECK ok"*) ok "  ... guest self-check passes: $reply" ;;
+	*) not_ok "  ... guest self-check passes"; echo "#   got '$reply'"; tail -n 5 "$tlog" | sed 's/^/#   /' ;;
+	esac
+}
+# auto goes post-copy when there is no live round to judge by
+handoff_no_live dst back auto true
+handoff_no_live back back2 never false
+check "no failed self-check on any console" test "$(cat "$T"/*.run/serial.log | grep -c 'HANDOFF-CHECK fail')" = 0
+check "handoff-vm stop on the last destination" handoff-vm stop --run-dir "$T/back2.run"
 done_testing

@@ -51,6 +51,7 @@ struct postcopy {
 	struct { int img; uint64_t idx; } queued[256];
 	unsigned nqueued;
 	uint64_t requests;
+	bool fresh;                     /* it began on an overlay without changes (import_opts.arrive_fresh) */
 };
 
 struct mirror {
@@ -312,6 +313,10 @@ static int pc_begin(struct mirror *m, int fd, uint64_t *total)
 	/* dirty pages written back now, not while chunks are pending (their writeback would wait) */
 	for (int i = 0; i < OVERLAY_NIMAGES; i++)
 		fs_invalidate(m->fs, i, 0, 0);
+	/* a source that made no live round sends everything since the base: the overlay must hold
+	 * nothing yet (checked here, before arrivals and the resumed VM change it) */
+	struct tracker_stats tst;
+	m->pc.fresh = tracker_stats(m->tr, &tst) == 0 && tst.modified[0] + tst.modified[1] == 0;
 	fs_pending_reset(m->fs);            /* after an earlier failed post-copy */
 	fs_set_fetch(m->fs, pc_fetch, m);
 	if ((rc = postcopy_manifest_foreach((const uint8_t *)buf, len, m->pc.nchunks, pc_manifest_cb, m))) {
@@ -341,8 +346,10 @@ static void import_options(struct mirror *m, struct import_opts *o)
 	o->published = published;
 	o->arg = m;
 	o->threads = m->threads;
-	if (m->pc.state == PC_ACTIVE)
+	if (m->pc.state == PC_ACTIVE) {
 		o->arrive = pc_from_stream;
+		o->arrive_fresh = m->pc.fresh;
+	}
 }
 
 static void log_result(const char *from, const struct import_result *r, int rc)

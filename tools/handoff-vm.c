@@ -194,10 +194,10 @@ static int cmd_migrate(int argc, char **argv)
 		ho_err("invalid --verify '%s' (none, memory, all)", verify);
 		return EX_USAGE;
 	}
-	if (!o.run_dir || !o.to || optind != argc || o.max_rounds < 2 || o.max_rounds > HANDOFF_MAX_ROUNDS ||
+	if (!o.run_dir || !o.to || optind != argc || o.max_rounds < 1 || o.max_rounds > HANDOFF_MAX_ROUNDS ||
 	    o.timeout_s < 1) {
 		ho_err("usage: handoff-vm migrate --run-dir DIR --to HOST:PORT [--key FILE] [--mode NAME] "
-		       "[--max-rounds 2..%d] [--report FILE]", HANDOFF_MAX_ROUNDS);
+		       "[--max-rounds 1..%d] [--report FILE]", HANDOFF_MAX_ROUNDS);
 		return EX_USAGE;
 	}
 	if (fault && parse_fault(fault, HANDOFF_FAULT_CORRUPT_FINAL, HANDOFF_FAULT_SLOW_POSTCOPY, &o.fault)) {

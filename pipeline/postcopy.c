@@ -21,7 +21,8 @@
  *                    HMAC-SHA-256 (key derived from the pre-shared key and the nonce) over header
  *                    and payload, or without a key XXH3-64 of them in its first 8 bytes.
  * Chunks are encoded like the stream's (zero, same-offset base, zstd delta against the base
- * neighbourhood, XOR). The encoded payloads then go through one zstd stream for the whole
+ * neighbourhood, XOR), and, when the exporter cached the base indexes, as references to equal
+ * chunks anywhere in either base (page cache holds disk blocks) and deltas with far anchors. The encoded payloads then go through one zstd stream for the whole
  * connection (codec 2, codec_stream: flushed per record, a 2^DEMAND_WLOG window with long-distance
  * matching), so a page that repeats one answered earlier costs a few bytes, as it would in the
  * stream's frames. Per record (lz4 on 4 KiB, session 6) a busy guest's answers came to 0.91 of
@@ -46,6 +47,7 @@
 #include "tracker/tracker.h"
 #include "pipeline/pipeline.h"
 #include "pipeline/codec.h"
+#include "pipeline/dedup.h"
 #include "pipeline/delta.h"
 #include "pipeline/mode.h"
 #include "pipeline/export_int.h"
@@ -239,6 +241,7 @@ struct postcopy_server {
 	struct mode mode;
 	struct delta_base base;
 	int base_fd[OVERLAY_NIMAGES];
+	struct baseidx *bidx[OVERLAY_NIMAGES];   /* the exporter's cached base indexes (NULL: none) */
 	struct chunk_enc *enc;
 	uint64_t seq;
 	pthread_t th;
@@ -390,6 +393,8 @@ static void server_free(struct postcopy_server *s)
 	ho_hmac_free(s->mac);
 	codec_stream_free(s->zs);
 	chunk_enc_free(s->enc);
+	for (int i = 0; i < OVERLAY_NIMAGES; i++)
+		baseidx_free(s->bidx[i]);
 	overlay_close(s->ov);
 	free(s);
 }
@@ -420,15 +425,31 @@ int postcopy_server_start(const char *dir, const uint8_t *manifest, size_t mlen,
 		goto fail;
 	if ((rc = codec_stream_new(true, DEMAND_LEVEL, DEMAND_WLOG, &s->zs)))
 		goto fail;
-	/* the stream's default mode, less what needs indexes or the sent set */
+	/* the stream's default mode, less the sent set; with the base indexes the exporter cached
+	 * (it built them in the live rounds or builds them for the stream now; never here, where
+	 * building would hold up the resume), chunks found anywhere in either base go as references
+	 * and deltas use far anchors: a guest's page cache holds disk blocks (on a real guest's
+	 * changes, 13 % fewer bytes for memory pages) */
 	s->mode = *mode_default();
 	s->mode.dedup = MODE_DEDUP_ZERO | MODE_DEDUP_SAME;
-	s->mode.far = false;
 	s->base.chunk_size = overlay_chunk_size(s->ov);
+	bool indexed = true;
 	for (int i = 0; i < OVERLAY_NIMAGES; i++) {
-		s->base.size[i] = overlay_base_identity(s->ov, i)->size;
+		const struct overlay_identity *id = overlay_base_identity(s->ov, i);
+		s->base.size[i] = id->size;
 		s->base_fd[i] = overlay_base_fd(s->ov, i);
+		char *ip = id->zero ? NULL : baseidx_cache_path(NULL, id, s->base.chunk_size);
+		if (ip && baseidx_load(ip, id->digest, id->size, s->base.chunk_size, &s->bidx[i]) == 0)
+			s->base.index[i] = s->bidx[i];
+		else if (!id->zero)
+			indexed = false;
+		free(ip);
 	}
+	if (indexed)
+		s->mode.dedup |= MODE_DEDUP_BASE;
+	else
+		s->mode.far = false;
+	ho_debug("post-copy chunk server: %s", indexed ? "base indexes loaded" : "no cached base index");
 	s->base.read = delta_read_fds;
 	s->base.arg = s->base_fd;
 	if ((rc = chunk_enc_new(&s->mode, &s->base, NULL, &s->enc)))

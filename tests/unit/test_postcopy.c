@@ -19,6 +19,7 @@
 #include "overlay/overlay.h"
 #include "tracker/tracker.h"
 #include "pipeline/pipeline.h"
+#include "pipeline/dedup.h"
 #include "tests/unit/tap.h"
 
 #define CS 4096u
@@ -26,6 +27,7 @@
 
 static char dir[256];
 static uint8_t content[2][NCH][CS];     /* what the overlay holds for modified chunks */
+static uint8_t disk50[CS];               /* base disk chunk 50: random; memory 60 holds it too */
 static bool modified[2][NCH];
 
 static int sync_cb(void *arg) { return overlay_sync(arg); }
@@ -51,6 +53,10 @@ static int make_overlay(uint32_t *gen1, uint32_t *gen2)
 		FILE *f = fopen(path, "w");
 		for (uint64_t c = 0; c < NCH; c++) {
 			base_chunk(img, c, buf);
+			if (img == 0 && c == 50) {
+				ho_random(disk50, CS);
+				memcpy(buf, disk50, CS);
+			}
 			fwrite(buf, 1, CS, f);
 		}
 		fclose(f);
@@ -65,11 +71,12 @@ static int make_overlay(uint32_t *gen1, uint32_t *gen2)
 		return -1;
 	if (tracker_open(ovl, 2, n, TRACKER_CREATE | TRACKER_NOSYNC, &t))
 		return -1;
-	/* generation 1: disk 3..5; generation 2: disk 10..13, memory 0, 7, 8, 9, 40, 41 (40 again) */
+	/* generation 1: disk 3..5; generation 2: disk 10..13, memory 0, 7, 8, 9, 40, 41 (40 again),
+	 * 60 (a page that holds disk block 50, as a page cache does) */
 	static const struct { int img; unsigned c; int gen; } w[] = {
 		{ 0, 3, 1 }, { 0, 4, 1 }, { 0, 5, 1 },
 		{ 0, 10, 2 }, { 0, 11, 2 }, { 0, 12, 2 }, { 0, 13, 2 },
-		{ 1, 0, 2 }, { 1, 7, 2 }, { 1, 8, 2 }, { 1, 9, 2 }, { 1, 40, 2 }, { 1, 41, 2 },
+		{ 1, 0, 2 }, { 1, 7, 2 }, { 1, 8, 2 }, { 1, 9, 2 }, { 1, 40, 2 }, { 1, 41, 2 }, { 1, 60, 2 },
 	};
 	for (int gen = 1; gen <= 2; gen++) {
 		for (size_t k = 0; k < HO_ARRAY_SIZE(w); k++) {
@@ -83,6 +90,8 @@ static int make_overlay(uint32_t *gen1, uint32_t *gen2)
 				ho_random(d, CS);                 /* incompressible */
 			else if (w[k].c == 41)
 				memcpy(d, content[1][40], CS);    /* ...but the same again */
+			else if (w[k].c == 60)
+				memcpy(d, disk50, CS);            /* a disk block in RAM */
 			else if (w[k].c != 12)
 				memcpy(d + 100 * w[k].c % 3000, "post-copy!", 10);   /* 12: a revert */
 			modified[w[k].img][w[k].c] = true;
@@ -257,7 +266,9 @@ static void *recv_main(void *arg)
 }
 
 /* one session: the server on the overlay, the receiver on a thread; with flip >= 0 a proxy
- * damages the byte at that offset of what the server sends */
+ * damages the byte at that offset of what the server sends; flip -2 asks for memory 60 only (a
+ * disk block in RAM), indexed_session says whether the base indexes are cached */
+static bool indexed_session;
 static void session(const char *name, const uint8_t *mf, size_t mlen, const uint8_t *key, size_t key_len, long flip)
 {
 	char ovl[300], addr[64];
@@ -285,7 +296,7 @@ static void session(const char *name, const uint8_t *mf, size_t mlen, const uint
 		postcopy_server_stop(srv, NULL);
 		goto out;
 	}
-	if (flip < 0) {
+	if (flip == -1) {
 		/* a chunk outside the manifest is not answered; memory 7 answers 7, 8, 9 (its run) */
 		postcopy_request(r.fd, 0, 20);
 		postcopy_request(r.fd, 1, 7);
@@ -330,6 +341,22 @@ static void session(const char *name, const uint8_t *mf, size_t mlen, const uint
 		 * answers are one zstd stream: per record, the repeat would cost CS again) */
 		ok(st.bytes < 2u * CS, "%s: deltas and a repeat keep answers small (%llu bytes for %llu chunks of %u)", name,
 		   (unsigned long long)st.bytes, (unsigned long long)st.chunks, CS);
+	} else if (flip == -2) {
+		/* memory 60 holds base disk block 50 (random bytes): with the base indexes the exporter
+		 * cached it goes as a reference to that block, without them as its bytes */
+		postcopy_request(r.fd, 1, 60);
+		int want = 1;
+		ok(rx_wait(&r, has_chunks, &want), "%s: memory 60 answered", name);
+		pthread_mutex_lock(&r.mu);
+		ok(r.chunks == 1 && r.same[1][60], "%s: it decodes to the overlay's bytes (base disk block 50)", name);
+		pthread_mutex_unlock(&r.mu);
+		struct postcopy_stats st;
+		postcopy_server_stop(srv, &st);
+		ok(rx_wait(&r, has_ended, NULL) && r.rc == 0, "%s: the receiver ends cleanly", name);
+		if (indexed_session)
+			ok(st.bytes < 200, "%s: a reference to the disk block: %llu bytes", name, (unsigned long long)st.bytes);
+		else
+			ok(st.bytes > CS / 2, "%s: the block's bytes: %llu bytes", name, (unsigned long long)st.bytes);
 	} else {
 		postcopy_request(r.fd, 1, 40);       /* the random chunk: its payload is where the flip lands */
 		bool ended = rx_wait(&r, has_ended, NULL);
@@ -373,17 +400,17 @@ int main(void)
 	size_t mlen = 0;
 	uint64_t nch = 0, cnt = 0, n[2] = { NCH, NCH };
 	is_int(postcopy_manifest(ovl, g1, g2, &mf, &mlen, &nch), 0, "manifest of generation 2");
-	is_int(nch, 10, "it names 10 chunks");
+	is_int(nch, 11, "it names 11 chunks");
 	struct runs r = { 0 };
 	is_int(postcopy_manifest_foreach(mf, mlen, n, runs_cb, &r), 0, "it parses");
-	ok(r.n == 4 && r.img[0] == 0 && r.idx[0] == 10 && r.count[0] == 4 && r.img[1] == 1 && r.idx[1] == 0 &&
-	   r.count[1] == 1 && r.idx[2] == 7 && r.count[2] == 3 && r.idx[3] == 40 && r.count[3] == 2,
-	   "runs: disk 10+4, memory 0+1, 7+3, 40+2");
+	ok(r.n == 5 && r.img[0] == 0 && r.idx[0] == 10 && r.count[0] == 4 && r.img[1] == 1 && r.idx[1] == 0 &&
+	   r.count[1] == 1 && r.idx[2] == 7 && r.count[2] == 3 && r.idx[3] == 40 && r.count[3] == 2 &&
+	   r.idx[4] == 60 && r.count[4] == 1, "runs: disk 10+4, memory 0+1, 7+3, 40+2, 60+1");
 	ok(mlen < 32, "compact: %zu bytes", mlen);
 	uint8_t *all = NULL;
 	size_t alen = 0;
 	is_int(postcopy_manifest(ovl, 0, g2, &all, &alen, &nch), 0, "manifest of generations 1..2");
-	is_int(nch, 13, "it names 13 chunks");
+	is_int(nch, 14, "it names 14 chunks");
 	free(all);
 	/* damage: every truncation and every bit flip is refused or stays in bounds */
 	int trunc_ok = 1, flips_bounded = 1;
@@ -419,6 +446,29 @@ int main(void)
 	session("key", mf, mlen, key, sizeof(key), -1);
 	session("damaged, no key", mf, mlen, NULL, 0, 40 + 32 + 200);
 	session("damaged, key", mf, mlen, key, sizeof(key), 40 + 32 + 200);
+	session("disk block in RAM, no cached base index", mf, mlen, key, sizeof(key), -2);
+	{
+		/* the exporter's base indexes, cached where the chunk server looks for them */
+		char cache[300];
+		snprintf(cache, sizeof(cache), "%s/cache", dir);
+		setenv("HANDOFF_CACHE", cache, 1);
+		struct overlay *ov;
+		bool built = true;
+		if (overlay_open(ovl, NULL, 0, OVERLAY_READONLY, &ov) == 0) {
+			for (int i = 0; i < 2; i++) {
+				struct baseidx *bi = NULL;
+				bool b = false;
+				built = built && baseidx_open(NULL, overlay_base_identity(ov, i), overlay_base_fd(ov, i), CS, 0,
+								 &bi, &b) == 0 && b;
+				baseidx_free(bi);
+			}
+			overlay_close(ov);
+		}
+		ok(built, "base indexes built into the cache");
+		indexed_session = true;
+		session("disk block in RAM, cached base index", mf, mlen, key, sizeof(key), -2);
+		unsetenv("HANDOFF_CACHE");
+	}
 	free(mf);
 	char cmd[300];
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);

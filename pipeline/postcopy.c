@@ -22,11 +22,12 @@
  *                    and payload, or without a key XXH3-64 of them in its first 8 bytes.
  * Chunks are encoded like the stream's (zero, same-offset base, zstd delta against the base
  * neighbourhood, XOR), and, when the exporter cached the base indexes, as references to equal
- * chunks anywhere in either base (page cache holds disk blocks) and deltas with far anchors. The encoded payloads then go through one zstd stream for the whole
- * connection (codec 2, codec_stream: flushed per record, a 2^DEMAND_WLOG window with long-distance
- * matching), so a page that repeats one answered earlier costs a few bytes, as it would in the
- * stream's frames. Per record (lz4 on 4 KiB, session 6) a busy guest's answers came to 0.91 of
- * their size: its pages are copies of a few random megabytes, which no single page shows.
+ * chunks anywhere in either base (page cache holds disk blocks) and deltas with far anchors.
+ * The encoded payloads then go through one zstd stream for the whole connection (codec 2,
+ * codec_stream: flushed per record, a 2^DEMAND_WLOG window with long-distance matching), so a
+ * page that repeats one answered earlier costs a few bytes, as it would in the stream's frames.
+ * Per record (lz4 on 4 KiB, session 6) a busy guest's answers came to 0.91 of their size: its
+ * pages are copies of a few random megabytes, which no single page shows.
  * Each request is answered with the chunk and up to PREFETCH following chunks of its manifest run
  * that were not sent yet. What the destination takes from here is checked again against the
  * verified stream when that brings the same chunk (the mirror's business).

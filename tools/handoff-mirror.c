@@ -313,8 +313,9 @@ static int pc_begin(struct mirror *m, int fd, uint64_t *total)
 	/* dirty pages written back now, not while chunks are pending (their writeback would wait) */
 	for (int i = 0; i < OVERLAY_NIMAGES; i++)
 		fs_invalidate(m->fs, i, 0, 0);
-	/* a source that made no live round sends everything since the base: the overlay must hold
-	 * nothing yet (checked here, before arrivals and the resumed VM change it) */
+	/* whether the overlay holds nothing yet, taken before arrivals and the resumed VM change
+	 * it: a source that made no live round then sends everything since the base, and that
+	 * full stream is accepted on top of what the post-copy itself wrote (arrive_fresh) */
 	struct tracker_stats tst;
 	m->pc.fresh = tracker_stats(m->tr, &tst) == 0 && tst.modified[0] + tst.modified[1] == 0;
 	fs_pending_reset(m->fs);            /* after an earlier failed post-copy */

@@ -148,30 +148,11 @@ int handoff_conn_check(struct conn *c, char *line)
 	return 0;
 }
 
-int handoff_split_hostport(const char *hp, char *host, size_t hlen, char *port, size_t plen)
-{
-	const char *colon = strrchr(hp, ':');
-	if (!colon || colon == hp || !colon[1])
-		return HO_EINVAL;
-	const char *h = hp;
-	size_t n = (size_t)(colon - hp);
-	if (*h == '[' && colon[-1] == ']') {
-		h++;
-		n -= 2;
-	}
-	if (n >= hlen || strlen(colon + 1) >= plen)
-		return HO_EINVAL;
-	memcpy(host, h, n);
-	host[n] = 0;
-	strcpy(port, colon + 1);
-	return 0;
-}
-
 int handoff_tcp_connect(const char *hostport, int timeout_ms, int *out)
 {
 	char host[256], port[16];
 	struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *ai = NULL;
-	if (handoff_split_hostport(hostport, host, sizeof(host), port, sizeof(port))) {
+	if (transport_split_hostport(hostport, host, sizeof(host), port, sizeof(port))) {
 		ho_err("invalid address '%s' (HOST:PORT)", hostport);
 		return HO_EINVAL;
 	}

@@ -152,7 +152,7 @@ struct handoff_receive_opts {
 	const char *mount;         /* its mountpoint */
 	const char *listen;        /* ADDR:PORT of the control connection (PORT 0: any); the mirror's
 	                              stream listener gets PORT+1 (any when 0). Must be
-	                              valid for handoff_split_hostport (the tool checks) */
+	                              valid for transport_split_hostport (the tool checks) */
 	const char *key_file;      /* handed to the handoff-mirror (--key); NULL: none */
 	const uint8_t *key;        /* its content, for the control connection; NULL: none */
 	size_t key_len;
@@ -174,9 +174,5 @@ struct handoff_receive_opts {
  * is unmounted and no VM is left running here.
  */
 enum handoff_outcome handoff_receive(const struct handoff_receive_opts *o);
-
-/* Split "HOST:PORT" (or "[V6ADDR]:PORT") into host and port. 0, or HO_EINVAL when it has no
- * port or a part does not fit (nothing logged). */
-int handoff_split_hostport(const char *hp, char *host, size_t hlen, char *port, size_t plen);
 
 #endif

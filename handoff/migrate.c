@@ -286,7 +286,7 @@ enum handoff_outcome handoff_migrate(const struct handoff_migrate_opts *o, struc
 	}
 	{
 		char host[256], port[16];
-		handoff_split_hostport(to, host, sizeof(host), port, sizeof(port));
+		transport_split_hostport(to, host, sizeof(host), port, sizeof(port));
 		fmt(streamto, sizeof(streamto), strchr(host, ':') ? "[%s]:%u" : "%s:%u", host, sport);
 		fmt(mirrorto, sizeof(mirrorto), "%s", streamto);
 	}

@@ -114,7 +114,7 @@ enum handoff_outcome handoff_receive(const struct handoff_receive_opts *o)
 	enum handoff_outcome ex = HANDOFF_FAILED;
 	char rundef[PATH_MAX];
 	char host[256], port[16], mlisten[300], mport_file[PATH_MAX], line[HANDOFF_LINE_MAX], idtext[300];
-	if (handoff_split_hostport(listen_addr, host, sizeof(host), port, sizeof(port))) {
+	if (transport_split_hostport(listen_addr, host, sizeof(host), port, sizeof(port))) {
 		ho_err("invalid listen address '%s' (ADDR:PORT)", listen_addr);
 		return HANDOFF_FAILED;
 	}

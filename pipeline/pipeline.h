@@ -212,6 +212,9 @@ int import_fd(struct overlay *ov, struct tracker *t, int fd, const struct import
 
 /* ---- TCP receiver (handoff-import --listen, the mirror mount) ------------------------------ */
 
+/* Split "HOST:PORT" (or "[V6ADDR]:PORT") into host and port. 0, or HO_EINVAL when either part
+ * is empty or does not fit (nothing logged). */
+int transport_split_hostport(const char *hp, char *host, size_t hlen, char *port, size_t plen);
 /* Listen on "ADDR:PORT" (PORT 0 = any; *port gets the bound one). */
 int transport_listen(const char *addrport, int *listen_fd, uint16_t *port);
 /* Serve one sender on conn_fd: hello, resume point, frames with acks, publish, final ack.

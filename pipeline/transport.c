@@ -49,12 +49,12 @@
 
 /* ---- addresses -------------------------------------------------------------------------------- */
 
-static int split_hostport(const char *s, char *host, size_t hlen, char *port, size_t plen)
+int transport_split_hostport(const char *s, char *host, size_t hlen, char *port, size_t plen)
 {
 	const char *colon = strrchr(s, ':');
 	size_t n;
 
-	if (!colon || !colon[1])
+	if (!colon || colon == s || !colon[1])
 		return HO_EINVAL;
 	n = (size_t)(colon - s);
 	if (n >= 2 && s[0] == '[' && s[n - 1] == ']') {
@@ -75,7 +75,7 @@ int transport_listen(const char *addrport, int *listen_fd, uint16_t *port)
 	struct addrinfo hints = { .ai_flags = AI_PASSIVE, .ai_socktype = SOCK_STREAM }, *ai, *a;
 	int fd = -1, rc, one = 1;
 
-	if (split_hostport(addrport, host, sizeof(host), serv, sizeof(serv))) {
+	if (transport_split_hostport(addrport, host, sizeof(host), serv, sizeof(serv))) {
 		ho_err("invalid address '%s' (want ADDR:PORT)", addrport);
 		return HO_EINVAL;
 	}
@@ -122,7 +122,7 @@ static int tcp_connect(const char *hostport, int timeout_ms, int *out)
 	struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *ai, *a;
 	int fd = -1, rc, err = 0;
 
-	if (split_hostport(hostport, host, sizeof(host), serv, sizeof(serv))) {
+	if (transport_split_hostport(hostport, host, sizeof(host), serv, sizeof(serv))) {
 		ho_err("invalid address '%s' (want HOST:PORT)", hostport);
 		return HO_EINVAL;
 	}

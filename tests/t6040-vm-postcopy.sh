@@ -54,17 +54,24 @@ receiver() {
 	return 1
 }
 
+# self_check NAME WHAT: the guest of NAME.run passes its full self-check (RAM and disk md5s, the
+# counter); on failure its console's last lines are shown
+self_check() {
+	local reply
+	reply=$("$VMCTL" send "$T/$1.run" check 30000)
+	case "$reply" in
+	"HANDOFF-CHECK ok"*) ok "$2: $reply" ;;
+	*) not_ok "$2"; echo "#   got '$reply'"; tail -n 5 "$T/$1.run/serial.log" | sed 's/^/#   /' ;;
+	esac
+}
+
 source_survived() {
-	local what=$1 c reply
+	local what=$1 c
 	check "$what: source qemu still alive" vmt_alive "$src_pid"
 	is "$("$VMCTL" status "$T/src.run")" running "$what: source VM is running"
 	c=$(vmt_counter "$slog")
 	check "$what: source counter goes on past $c" vmt_wait_counter "$slog" $((c + 3)) 30
-	reply=$("$VMCTL" send "$T/src.run" check 30000)
-	case "$reply" in
-	"HANDOFF-CHECK ok"*) ok "$what: source self-check passes" ;;
-	*) not_ok "$what: source self-check passes"; echo "#   got '$reply'" ;;
-	esac
+	self_check src "$what: source self-check passes"
 }
 
 # no_dst_vm NAME: the destination's QEMU (if it was started) is gone within 10 s
@@ -166,18 +173,14 @@ is "$("$VMCTL" status "$T/dst.run")" running "destination VM runs"
 last=$(vmt_counter "$slog")
 check "destination counter goes on past the source's last ($last)" vmt_wait_counter "$dlog" $((last + 5)) 30
 check "no reboot on the destination" test "$(grep -c HANDOFF-BOOT "$dlog")" = 0
-reply=$("$VMCTL" send "$T/dst.run" check 30000)
-case "$reply" in
-"HANDOFF-CHECK ok"*) ok "guest self-check after the post-copy handoff (RAM + disk md5s): $reply" ;;
-*) not_ok "guest self-check after the post-copy handoff"; echo "#   got '$reply'"; tail -n 5 "$dlog" | sed 's/^/#   /' ;;
-esac
+self_check dst "guest self-check after the post-copy handoff (RAM + disk md5s)"
 check "no failed self-check on any console" test "$(cat "$slog" "$dlog" | grep -c 'HANDOFF-CHECK fail')" = 0
 
 # ---- (4), (5) no live round (--max-rounds 1): the VM is paused at once -------------------------------
 # handoff_no_live FROM TO POSTCOPY WANT_PC: hand the guest of FROM.run over to a new receiver TO with
 # --max-rounds 1; the report has one round, paused, post-copy as WANT_PC says; the guest goes on
 handoff_no_live() {
-	local from=$1 to=$2 pc=$3 want=$4 flog=$T/$1.run/serial.log tlog=$T/$2.run/serial.log last reply
+	local from=$1 to=$2 pc=$3 want=$4 flog=$T/$1.run/serial.log tlog=$T/$2.run/serial.log last
 	receiver "$to" || bail "receiver $to did not start"
 	if handoff-vm migrate --run-dir "$T/$from.run" --to "127.0.0.1:$(cat "$T/$to.port")" --key "$T/key" \
 		--max-rounds 1 --postcopy "$pc" --report "$T/$to.json" 2>"$T/$to.migrate.log"; then
@@ -199,11 +202,7 @@ PY
 	check_fail "  ... no live round was logged" grep -q 'round [0-9]* (live)' "$T/$to.migrate.log"
 	last=$(vmt_counter "$flog")
 	check "  ... the counter goes on past the previous host's last ($last)" vmt_wait_counter "$tlog" $((last + 5)) 30
-	reply=$("$VMCTL" send "$T/$to.run" check 30000)
-	case "$reply" in
-	"HANDOFF-CHECK ok"*) ok "  ... guest self-check passes: $reply" ;;
-	*) not_ok "  ... guest self-check passes"; echo "#   got '$reply'"; tail -n 5 "$tlog" | sed 's/^/#   /' ;;
-	esac
+	self_check "$to" "  ... guest self-check passes"
 }
 # auto goes post-copy when there is no live round to judge by
 handoff_no_live dst back auto true

@@ -38,6 +38,15 @@ static int exit_status(enum handoff_outcome o)
 	}
 }
 
+/* the index of arg in names[n], or -1 */
+static int name_index(const char *arg, const char *const *names, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(arg, names[i]))
+			return (int)i;
+	return -1;
+}
+
 /* the --fault names a command accepts, between first and last */
 static int parse_fault(const char *arg, enum handoff_fault first, enum handoff_fault last, enum handoff_fault *out)
 {
@@ -174,26 +183,19 @@ static int cmd_migrate(int argc, char **argv)
 		default: return EX_USAGE;
 		}
 	}
-	if (!strcmp(postcopy, "never"))
-		o.postcopy = HANDOFF_POSTCOPY_NEVER;
-	else if (!strcmp(postcopy, "always"))
-		o.postcopy = HANDOFF_POSTCOPY_ALWAYS;
-	else if (!strcmp(postcopy, "auto"))
-		o.postcopy = HANDOFF_POSTCOPY_AUTO;
-	else {
+	/* in the order of enum handoff_postcopy and enum handoff_verify */
+	static const char *const pc_names[] = { "auto", "never", "always" }, *const v_names[] = { "none", "memory", "all" };
+	int pc = name_index(postcopy, pc_names, HO_ARRAY_SIZE(pc_names)), vf = name_index(verify, v_names, HO_ARRAY_SIZE(v_names));
+	if (pc < 0) {
 		ho_err("invalid --postcopy '%s' (never, always, auto)", postcopy);
 		return EX_USAGE;
 	}
-	if (!strcmp(verify, "none"))
-		o.verify = HANDOFF_VERIFY_NONE;
-	else if (!strcmp(verify, "memory"))
-		o.verify = HANDOFF_VERIFY_MEMORY;
-	else if (!strcmp(verify, "all"))
-		o.verify = HANDOFF_VERIFY_ALL;
-	else {
+	if (vf < 0) {
 		ho_err("invalid --verify '%s' (none, memory, all)", verify);
 		return EX_USAGE;
 	}
+	o.postcopy = (enum handoff_postcopy)pc;
+	o.verify = (enum handoff_verify)vf;
 	if (!o.run_dir || !o.to || optind != argc || o.max_rounds < 1 || o.max_rounds > HANDOFF_MAX_ROUNDS ||
 	    o.timeout_s < 1) {
 		ho_err("usage: handoff-vm migrate --run-dir DIR --to HOST:PORT [--key FILE] [--mode NAME] "
@@ -267,7 +269,7 @@ static int cmd_receive(int argc, char **argv)
 		return EX_USAGE;
 	}
 	char host[256], port[16];
-	if (handoff_split_hostport(o.listen, host, sizeof(host), port, sizeof(port))) {
+	if (transport_split_hostport(o.listen, host, sizeof(host), port, sizeof(port))) {
 		ho_err("invalid listen address '%s' (ADDR:PORT)", o.listen);
 		return EX_USAGE;
 	}

@@ -31,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include "common/common.h"
@@ -85,6 +86,12 @@ struct importer {
 	uint8_t *ibuf;                   /* buffered index writes */
 	size_t ilen;
 	uint64_t ibase;
+	/* the index file's written part, mapped for the sent-refs' binary search (index_entry): a
+	 * pread per probe cost 17 system calls a ref, and flushing the buffers before each ref one
+	 * more write; a guest's changes have a ref every other chunk (a 640 MiB import: 1.8 million
+	 * preads, 13 s of system time) */
+	uint8_t *imap;
+	size_t imap_len;
 	bool pending;                    /* an open zero/base run not yet written */
 	struct entry pend;
 	uint8_t *chunk;                  /* chunk_size scratch */
@@ -231,6 +238,33 @@ static int index_append(struct importer *im, const struct entry *e, uint64_t off
 	return 0;
 }
 
+static void index_unmap(struct importer *im)
+{
+	if (im->imap)
+		munmap(im->imap, im->imap_len);
+	im->imap = NULL;
+	im->imap_len = 0;
+}
+
+/* Index entry i (< ioff / IDX_LEN): from the buffer when not written yet, else from the mapping
+ * of the file, renewed when the file has grown past it. NULL when the mapping fails. */
+static const uint8_t *index_entry(struct importer *im, uint64_t i)
+{
+	uint64_t off = i * IDX_LEN;
+
+	if (off >= im->ibase)
+		return im->ibuf + (off - im->ibase);
+	if (off + IDX_LEN > im->imap_len) {
+		index_unmap(im);
+		void *p = mmap(NULL, (size_t)im->ibase, PROT_READ, MAP_SHARED, im->ifd, 0);
+		if (p == MAP_FAILED)
+			return NULL;
+		im->imap = p;
+		im->imap_len = (size_t)im->ibase;
+	}
+	return im->imap + off;
+}
+
 static int stage_entry(struct importer *im, const struct entry *e, const void *payload)
 {
 	uint8_t hdr[ENT_LEN];
@@ -267,6 +301,7 @@ static int stage_create(struct importer *im)
 		close(im->sfd);
 	if (im->ifd >= 0)
 		close(im->ifd);
+	index_unmap(im);
 	im->sfd = im->ifd = -1;
 	if (im->o.verify_only) {
 		if ((rc = open_tmp(&im->sfd)) || (rc = open_tmp(&im->ifd)))
@@ -304,6 +339,13 @@ static int entry_read(struct importer *im, int kind, int src_image, uint64_t src
 	case K_BASE:
 		return overlay_read_base(im->ov, src_image, buf, len, (src_or_off + delta) * im->cs);
 	default: {
+		/* still in the write buffer? A payload goes there whole or not at all (stage_append) */
+		if (src_or_off >= im->wbase) {
+			if (src_or_off - im->wbase + len > im->wlen)
+				return HO_ECORRUPT;
+			memcpy(buf, im->wbuf + (src_or_off - im->wbase), len);
+			return 0;
+		}
 		ssize_t n = ho_pread_full(im->sfd, buf, len, src_or_off);
 		return n < 0 ? (int)n : (size_t)n == len ? 0 : HO_ECORRUPT;
 	}
@@ -313,21 +355,18 @@ static int entry_read(struct importer *im, int kind, int src_image, uint64_t src
 static int read_sent_cb(void *arg, int img, uint64_t idx, uint8_t *buf, uint32_t len)
 {
 	struct importer *im = arg;
-	int rc;
 
 	/* the open run */
 	if (im->pending && im->pend.image == img && idx >= im->pend.idx && idx - im->pend.idx < im->pend.count)
 		return entry_read(im, im->pend.kind, im->pend.src_image, im->pend.src_idx, idx - im->pend.idx, buf, len);
-	if ((rc = stage_flush(im)))
-		return rc;
 	/* binary search the index: the last entry starting at or before (img, idx) */
 	uint64_t lo = 0, hi = im->ioff / IDX_LEN;
-	uint8_t ent[IDX_LEN];
+	const uint8_t *ent;
 	bool found = false;
 	uint8_t best[IDX_LEN];
 	while (lo < hi) {
 		uint64_t mid = lo + (hi - lo) / 2;
-		if (ho_pread_full(im->ifd, ent, IDX_LEN, mid * IDX_LEN) != IDX_LEN)
+		if (!(ent = index_entry(im, mid)))
 			return HO_EIO;
 		int eimg = ent[0];
 		uint64_t eidx = ho_get_le64(ent + 8);
@@ -915,6 +954,7 @@ int import_resume(struct importer *im, bool fresh, uint64_t *frames, uint64_t *c
 	if (im->sfd < 0 || ho_pread_full(im->sfd, hdr, sizeof(hdr), 0) != (ssize_t)sizeof(hdr) ||
 	    memcmp(hdr, stream_dec_header_bytes(im->dec), sizeof(hdr)) != 0)
 		return stage_create(im);           /* another stream's leftovers */
+	index_unmap(im);
 	im->ifd = open(im->index_path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	buf = malloc(HO_MAX(im->cs, 4096u));
 	if (im->ifd < 0 || !buf) {
@@ -1102,6 +1142,7 @@ void import_free(struct importer *im)
 		close(im->sfd);
 	if (im->ifd >= 0)
 		close(im->ifd);
+	index_unmap(im);
 	if (!im->o.verify_only && !im->finished && !im->o.keep_partial && im->stage_path && im->header_done) {
 		unlink(im->stage_path);
 		unlink(im->index_path);

@@ -4,8 +4,9 @@
  * damaged copy is fed to
  * import_fd(), and each must be rejected with a verification error while the receiver's images
  * stay byte for byte what they were; the intact stream then applies and the images match the
- * sender's. Also: the published-range callback sees every chunk, a no-op re-apply, and a full
- * stream refused by a receiver with local changes unless it is the post-copy of a fresh one.
+ * sender's. Also: the published-range callback sees every chunk, a no-op re-apply, a full
+ * stream refused by a receiver with local changes unless it is the post-copy of a fresh one, and
+ * tens of thousands of references to chunks sent earlier, resolved from files and buffers.
  */
 #include <fcntl.h>
 #include <stdio.h>
@@ -303,6 +304,63 @@ int main(void)
 		ok(ir.until == closed && tracker_chunk_gen(dt, 0, 30) != 0, "  ... recorded as applied; the local change stays");
 		tracker_close(dt);
 		overlay_close(dov);
+	}
+	/* Many sent-refs: the staged chunks and their index outgrow the importer's write buffers
+	 * (1 MiB each), so refs are resolved from the index's mapped file part and from its buffer,
+	 * from the stage file and from its buffer. A third of the second half copies the chunk
+	 * just before (still buffered), a third copies a chunk of the first half (long written). */
+	{
+		enum { N = 48000, H = N / 2 };
+		char dbase[300], s4[300], d4[300];
+		struct overlay_base_spec b4[2] = { { dbase, 0 }, { NULL, CS } };
+		struct export_opts xo = { .mode = "xor-lz4" };
+		struct mem m4 = { 0 };
+		uint8_t c[CS], h4s[32], h4d[32];
+		snprintf(dbase, sizeof(dbase), "%s/disk4.img", tmp);
+		snprintf(s4, sizeof(s4), "%s/src4", tmp);
+		snprintf(d4, sizeof(d4), "%s/dst4", tmp);
+		int fd = open(dbase, O_CREAT | O_WRONLY | O_TRUNC, 0600);
+		ok(fd >= 0 && ftruncate(fd, (off_t)N * CS) == 0, "a sparse %u-chunk base", (unsigned)N);
+		if (fd >= 0)
+			close(fd);
+		rc = open_both(s4, b4, OVERLAY_CREATE | OVERLAY_LOCK, TRACKER_CREATE, &ov, &t);
+		is_int(rc, 0, "create a sender with 48000 changed chunks");
+		if (rc)
+			return done_testing();
+		for (uint64_t k = 0; k < N; k++) {
+			uint64_t from = k < H || k % 3 == 0 ? k : k % 3 == 1 ? k - 1 : (k * 7919) % H;
+			if (from == k) {
+				uint64_t x = k * 0x9e3779b97f4a7c15ull + 1;
+				for (unsigned i = 0; i < CS; i += 8) {
+					x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+					memcpy(c + i, &x, 8);
+				}
+			} else {
+				overlay_read(ov, 0, c, CS, from * CS);
+			}
+			overlay_write(ov, 0, c, CS, k * CS);
+			tracker_mark(t, 0, k, 1, ho_now_ns());
+		}
+		uint32_t until4 = 0;
+		is_int(tracker_checkpoint(t, sync_cb, ov, &until4), 0, "  ... checkpoint");
+		image_hash(ov, t, h4s);
+		tracker_close(t);
+		overlay_close(ov);
+		rc = export_run(s4, until4, &xo, mem_emit, &m4, &er);
+		is_int(rc, 0, "export them");
+		ok(er.sent_refs >= 2 * (N - H) / 3 - 2, "  ... %llu as references to chunks sent before",
+		   (unsigned long long)er.sent_refs);
+		rc = open_both(d4, b4, OVERLAY_CREATE | OVERLAY_LOCK, TRACKER_CREATE, &dov, &dt);
+		is_int(rc, 0, "create its receiver");
+		if (rc)
+			return done_testing();
+		struct import_opts o4 = { .nosync = true };
+		is_int(import_buf(dov, dt, m4.p, m4.len, &ir, &o4), 0, "import it");
+		image_hash(dov, dt, h4d);
+		ok(memcmp(h4s, h4d, 32) == 0, "  ... every reference resolved to the right bytes");
+		tracker_close(dt);
+		overlay_close(dov);
+		free(m4.p);
 	}
 	free(p);
 	free(m.p);

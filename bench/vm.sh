@@ -12,6 +12,9 @@
 #   handoff-pc0 post-copy with no live round (--max-rounds 1): pause at once, B resumes at once, and
 #               everything changed since the base streams behind it (for a guest that dirties
 #               faster than the link, whose live rounds only send what it rewrites)
+#   handoff-auto handoff-vm migrate's defaults (--postcopy auto): live rounds while they converge,
+#               a live round abandoned once the guest rewrote half of what it sends, then post-copy
+#               (or pre-copy's last round when the rounds converged)
 #   handoff-nv  like handoff with --verify none (not in the default list; shows the cost of --verify)
 #   qemu        QEMU live migration of RAM over TCP + drive-mirror sync=top of a qcow2 overlay whose
 #               backing file is the base disk (on both sides), QEMU's usual storage migration
@@ -39,7 +42,7 @@
 # total / true s.
 #
 #   VM_BENCH_LOADS="light heavy"  VM_BENCH_RATES="10 5 25"
-#   VM_BENCH_METHODS="handoff handoff-pc handoff-pc0 qemu qemu-xbzrle qemu-mfzstd"
+#   VM_BENCH_METHODS="handoff handoff-pc handoff-pc0 handoff-auto qemu qemu-xbzrle qemu-mfzstd"
 #   VM_BENCH_RAM=1024M  VM_BENCH_WARM=20  VM_BENCH_LIMIT=300  VM_BENCH_HANDOFF_LIMIT=1800
 #   VM_BENCH_MODE=delta-zstd3  VM_BENCH_VERIFY=memory  VM_BENCH_TRUE=1
 #   VM_BENCH_QEMU_DOWNTIME=MS (QEMU's downtime-limit; default QEMU's own, 300 ms)
@@ -63,7 +66,7 @@ WAN=$HANDOFF_SRC/scripts/wan.sh
 VMCTL=$HANDOFF_BUILD/tests/vmctl
 LOADS=${VM_BENCH_LOADS:-"light heavy"}
 RATES=${VM_BENCH_RATES:-"10 5 25"}
-METHODS=${VM_BENCH_METHODS:-"handoff handoff-pc handoff-pc0 qemu qemu-xbzrle qemu-mfzstd"}
+METHODS=${VM_BENCH_METHODS:-"handoff handoff-pc handoff-pc0 handoff-auto qemu qemu-xbzrle qemu-mfzstd"}
 RAM=${VM_BENCH_RAM:-1024M}
 WARM=${VM_BENCH_WARM:-20}
 LIMIT=${VM_BENCH_LIMIT:-300}
@@ -251,6 +254,9 @@ notes = "rounds=%d changed=%.0fMiB last-round=%.0fMiB/%.0fMiB-wire save+final+re
 if r.get("postcopy"):
     notes += " postcopy=%.1fs/%dchunks/%ddemand/held=%.1fs" % (r["postcopy_seconds"], r["postcopy_chunks"],
         r["postcopy_demand_requests"], r.get("postcopy_stream_held_seconds", 0))
+a = r.get("live_round_abandoned")
+if a:
+    notes += " abandoned=%.1fs(%d/%d)" % (a["after_seconds"], a["rewritten_chunks"], a["round_chunks"])
 notes += " " + sys.argv[3]
 print("ok %.1f %.3f %.1f %s %s" % (r["total_seconds"], r["downtime_seconds"], int(sys.argv[2]) / 2**20, tb, notes))
 PY
@@ -387,7 +393,10 @@ for load in dict.fromkeys(r[0] for r in rows):
         p0 = cells.get("handoff-pc0")
         if hot and p0 and p0[3] == "ok" and num(p0[4]):
             out.append("handoff-pc0 total / handoff total = %.2f" % (num(p0[4]) / hot))
-        for m in ("handoff", "handoff-pc", "handoff-pc0"):
+        pa = cells.get("handoff-auto")
+        if hot and pa and pa[3] == "ok" and num(pa[4]):
+            out.append("handoff-auto total / handoff total = %.2f" % (num(pa[4]) / hot))
+        for m in ("handoff", "handoff-pc", "handoff-pc0", "handoff-auto"):
             r = cells.get(m)
             if r and r[3] == "ok" and num(r[7]):
                 need = num(r[7]) * 2**20 / bps
@@ -420,6 +429,12 @@ for load in $LOADS; do
 			handoff-pc0)
 				if [ $PC_OK = 1 ]; then
 					out=$(run_handoff "$base" "$VERIFY" always "$d" --max-rounds 1)
+				else
+					out="skipped - - - - handoff-vm-has-no---postcopy-yet"
+				fi ;;
+			handoff-auto)
+				if [ $PC_OK = 1 ]; then
+					out=$(run_handoff "$base" "$VERIFY" auto "$d")
 				else
 					out="skipped - - - - handoff-vm-has-no---postcopy-yet"
 				fi ;;

@@ -120,6 +120,9 @@ struct handoff_migrate_opts {
 	bool keep_source;          /* leave the source's (paused) QEMU and mount after a handoff */
 	enum handoff_verify verify;
 	enum handoff_postcopy postcopy;
+	double abandon_live;       /* with postcopy AUTO: abandon a live round, pause and post-copy
+	                              everything once the guest rewrote more than this fraction of
+	                              the chunks the round sends (0: never) */
 	enum handoff_fault fault;  /* NONE, or one of the migrate faults */
 };
 

@@ -184,6 +184,13 @@ struct round {
 	uint64_t chunks[2], input_bytes, wire_bytes, ns, held_ns;
 };
 
+/* A live round's fate (migrate.c, --abandon-live): abandon it when the guest, since the round
+ * sent its first chunk, has rewritten more chunks (rewritten_sending) than the round sent since
+ * (sent), or when the chunks rewritten since the round's checkpoint (rewritten) are more than
+ * fraction of those it sends (chunks); never with fraction 0. Pure, for the tests. */
+bool handoff_live_abandon(uint64_t rewritten, uint64_t rewritten_sending, uint64_t sent, uint64_t chunks,
+			  double fraction);
+
 struct handoff_report {
 	struct round r[HANDOFF_MAX_ROUNDS];
 	int n;
@@ -195,6 +202,10 @@ struct handoff_report {
 	int64_t clock_offset;                                                     /* dst - src */
 	uint64_t rtt_ns, devstate_bytes;
 	bool paused, handed_off;
+	/* a live round abandoned (--postcopy auto): after abandoned_ns, the guest had rewritten
+	 * abandoned_rewritten chunks while the round sent abandoned_sent of its abandoned_chunks;
+	 * abandoned_ns is 0 when none was */
+	uint64_t abandoned_ns, abandoned_chunks, abandoned_rewritten, abandoned_sent;
 };
 
 #endif

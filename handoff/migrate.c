@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 #include "handoff/handoff_int.h"
+#include "tracker/tracker.h"
 #include "vm/vm.h"
 
 const char *handoff_verify_name(enum handoff_verify v)
@@ -49,7 +50,8 @@ static int export_round(const char *ovl, const char *target, const struct export
 	}
 	memset(&res, 0, sizeof(res));
 	if ((rc = export_to_tcp(ovl, until, &o, target, &res))) {
-		ho_err("cannot send generations %u..%u to the destination: %s", since + 1, until, ho_strerror(rc));
+		if (!(o.cancel && *o.cancel))     /* cancelled: the canceller says why */
+			ho_err("cannot send generations %u..%u to the destination: %s", since + 1, until, ho_strerror(rc));
 		return rc;
 	}
 	export_pending_clear(ovl);
@@ -64,6 +66,110 @@ static int export_round(const char *ovl, const char *target, const struct export
 	r->ns = ho_mono_ns() - t0;
 	r->held_ns = res.held_ns;
 	return 0;
+}
+
+/* ---- a live round that cannot converge ------------------------------------------------------
+ * A live round sends what changed up to its checkpoint while the guest goes on writing. A guest
+ * that rewrites its memory faster than the link carries it undoes the round as it goes: when the
+ * round ends, the next one is as large, and the post-copy after it as large again (the heavy
+ * workload of bench/vm.sh at 25 Mbit/s: 365 s with the default rounds, 63 s with none). So with
+ * --postcopy auto the round is watched: every 2 s (later, every quarter of its time so far) the guest's writes are
+ * flushed to the mount (the tracker sees them then) and the chunks rewritten since the round's
+ * checkpoint counted. Once they are more than the round has sent so far (the guest dirties
+ * faster than the link drains: pre-copy's classic sign that it cannot converge), or more than
+ * `abandon` of what the round sends (the round is mostly undone), it is abandoned, the VM
+ * paused, and everything goes by post-copy. A guest whose writes stay within a working set small
+ * against what the link carries never gets there: its rounds shrink to that set. (The heavy
+ * workload, 25 Mbit/s: 68,000 of 304,000 chunks rewritten 2 s into the round, 133,000 at 4.5 s,
+ * 176,000 at 8.7 s; the light one at 10 Mbit/s: 3,110 of 8,900 by the end of a 3.7 s round.) */
+#define LIVE_CHECK_NS 2000000000ull
+
+struct live_watch {
+	const char *ovl;
+	uint32_t until;              /* the round's checkpoint */
+	uint64_t chunks;             /* chunks the round sends */
+	double abandon;
+	uint64_t rewritten;          /* chunks written since the checkpoint, at the last look */
+	volatile uint64_t sent;      /* chunks the round handed to its stream so far */
+	uint64_t sent_seen;          /* ... at the last look */
+	uint64_t t0;
+	volatile int cancel, stop;
+	pthread_t th;
+};
+
+bool handoff_live_abandon(uint64_t rewritten, uint64_t rewritten_sending, uint64_t sent, uint64_t chunks,
+			  double fraction)
+{
+	return fraction > 0 && (rewritten_sending > sent || (double)rewritten > fraction * (double)chunks);
+}
+
+struct gen_sum { uint32_t lo, hi; uint64_t n; };
+
+static int gen_sum_cb(int image, uint32_t gen, uint64_t chunks, void *arg)
+{
+	struct gen_sum *g = arg;
+	(void)image;
+	if (gen > g->lo && (!g->hi || gen <= g->hi))
+		g->n += chunks;
+	return 0;
+}
+
+/* Committed chunks of ovl last written in generations (lo, hi] (hi 0: no upper bound). */
+static int count_gens(const char *ovl, uint32_t lo, uint32_t hi, uint64_t *n)
+{
+	struct tracker *t;
+	struct gen_sum g = { lo, hi, 0 };
+	int rc = tracker_open(ovl, 0, NULL, TRACKER_READONLY, &t);
+	if (rc)
+		return rc;
+	rc = tracker_gen_counts(t, gen_sum_cb, &g);
+	tracker_close(t);
+	*n = g.n;
+	return rc;
+}
+
+/* Writeback and count; false when there are no figures (the round then just runs on). */
+static bool live_look(struct live_watch *w, uint64_t *n)
+{
+	return export_writeback(w->ovl) == 0 && count_gens(w->ovl, w->until, 0, n) == 0;
+}
+
+static void *live_watch_main(void *arg)
+{
+	struct live_watch *w = arg;
+	uint64_t base = 0, t_s = 0, next = 0;
+	/* the rates are compared from the round's first chunk on: before it, the exporter may read
+	 * its base indexes for seconds, while the guest writes and nothing goes */
+	while (!w->stop && !w->sent)
+		usleep(50000);
+	if (w->stop || !live_look(w, &base))
+		return NULL;
+	t_s = ho_mono_ns();
+	next = t_s + LIVE_CHECK_NS;
+	while (!w->stop) {
+		uint64_t now = ho_mono_ns();
+		if (now < next) {
+			usleep(50000);
+			continue;
+		}
+		uint64_t n, sent = w->sent;
+		if (!live_look(w, &n))
+			break;
+		w->rewritten = n;
+		w->sent_seen = sent;
+		ho_info("live round: after %.1f s the guest rewrote %" PRIu64 " chunks (%" PRIu64 " since the first"
+			" went), the round sent %" PRIu64 " of %" PRIu64, secs(ho_mono_ns() - w->t0), n,
+			n > base ? n - base : 0, sent, w->chunks);
+		if (handoff_live_abandon(n, n > base ? n - base : 0, sent, w->chunks, w->abandon)) {
+			w->cancel = 1;
+			break;
+		}
+		/* every 2 s, then every quarter of the time so far: a long round is looked at a few
+		 * times, each look flushing what the guest wrote meanwhile */
+		now = ho_mono_ns();
+		next = now + HO_MAX(LIVE_CHECK_NS, (now - t_s) / 4);
+	}
+	return NULL;
 }
 
 /* Post-copy on the source: while the last round streams, notice at once when the destination's
@@ -318,9 +424,42 @@ enum handoff_outcome handoff_migrate(const struct handoff_migrate_opts *o, struc
 	/* live rounds (none with max_rounds 1: the VM is paused at once, and everything changed
 	 * since the base goes in the paused round or, with post-copy, after the resume) */
 	uint32_t since = 0;
+	bool abandoned = false;
 	while (max_rounds > 1) {
 		struct round *r = &rep->r[rep->n];
-		if ((rc = export_round(ovl, streamto, &eo, since, 0, true, false, r)))
+		struct live_watch lw = { .ovl = ovl, .abandon = o->abandon_live };
+		bool watching = false;
+		struct export_opts leo = eo;
+		if (o->postcopy == HANDOFF_POSTCOPY_AUTO && o->abandon_live > 0) {
+			if ((rc = export_checkpoint(ovl, &lw.until))) {
+				ho_err("cannot checkpoint '%s': %s", ovl, ho_strerror(rc));
+				goto lost;
+			}
+			lw.t0 = ho_mono_ns();
+			if (count_gens(ovl, since, lw.until, &lw.chunks) == 0 && lw.chunks)
+				watching = pthread_create(&lw.th, NULL, live_watch_main, &lw) == 0;
+			leo.cancel = &lw.cancel;
+			leo.chunks_done = &lw.sent;
+		}
+		rc = export_round(ovl, streamto, &leo, since, lw.until, true, false, r);
+		if (watching) {
+			lw.stop = 1;
+			pthread_join(lw.th, NULL);
+		}
+		if (rc && lw.cancel) {
+			/* the guest rewrites faster than the round sends: what the round sent is lost
+			 * (the mirror drops a stream that did not end), everything goes by post-copy */
+			abandoned = true;
+			rep->abandoned_ns = ho_mono_ns() - lw.t0;
+			rep->abandoned_chunks = lw.chunks;
+			rep->abandoned_rewritten = lw.rewritten;
+			rep->abandoned_sent = lw.sent_seen;
+			ho_notice("round %d (live) abandoned after %.2f s: the guest rewrote %" PRIu64 " chunks while the"
+				  " round sent %" PRIu64 " of %" PRIu64 "; post-copy instead", rep->n + 1,
+				  secs(rep->abandoned_ns), lw.rewritten, lw.sent_seen, lw.chunks);
+			break;
+		}
+		if (rc)
 			goto lost;
 		rep->n++;
 		since = r->until;
@@ -341,7 +480,7 @@ enum handoff_outcome handoff_migrate(const struct handoff_migrate_opts *o, struc
 		const struct round *last = rep->n ? &rep->r[rep->n - 1] : NULL;
 		rep->postcopy = o->postcopy == HANDOFF_POSTCOPY_ALWAYS ||
 			(o->postcopy == HANDOFF_POSTCOPY_AUTO &&
-			 (!last || last->ns > HO_MAX(1000000000ull, 3ull * (uint64_t)target_ms * 1000000u)));
+			 (abandoned || !last || last->ns > HO_MAX(1000000000ull, 3ull * (uint64_t)target_ms * 1000000u)));
 		if (fault == HANDOFF_FAULT_SLOW_POSTCOPY)
 			rep->postcopy = true;
 		if (fault == HANDOFF_FAULT_CORRUPT_POSTCOPY) {

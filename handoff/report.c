@@ -27,6 +27,10 @@ void handoff_report_print(const struct handoff_report *rep, FILE *f, bool json)
 				ho_fmt_bytes(r->input_bytes, b1, sizeof(b1)), ho_fmt_bytes(r->wire_bytes, b2, sizeof(b2)),
 				secs(r->ns));
 		}
+		if (rep->abandoned_ns)
+			fprintf(f, "handoff-vm: a live round was abandoned after %.2f s: the guest had rewritten %" PRIu64
+				" chunks while it sent %" PRIu64 " of %" PRIu64 "\n", secs(rep->abandoned_ns),
+				rep->abandoned_rewritten, rep->abandoned_sent, rep->abandoned_chunks);
 		/* post-copy: the chunk server's answers crossed the link too (their own line below) */
 		char pcb[64] = "";
 		if (rep->postcopy && rep->pc.bytes)
@@ -54,6 +58,12 @@ void handoff_report_print(const struct handoff_report *rep, FILE *f, bool json)
 		rep->postcopy ? "true" : "false", rep->postcopy && rep->t_pc_done > rep->t_pause ? secs(rep->t_pc_done - rep->t_pause) : 0.0,
 		rep->pc_chunks, rep->pc.requests, rep->pc.chunks, rep->pc.bytes, rep->pc_manifest_bytes,
 		secs(rep->pc_held_ns));
+	if (rep->abandoned_ns)
+		fprintf(f, "  \"live_round_abandoned\": { \"after_seconds\": %.3f, \"round_chunks\": %" PRIu64
+			", \"sent_chunks\": %" PRIu64 ", \"rewritten_chunks\": %" PRIu64 " },\n",
+			secs(rep->abandoned_ns), rep->abandoned_chunks, rep->abandoned_sent, rep->abandoned_rewritten);
+	else
+		fprintf(f, "  \"live_round_abandoned\": null,\n");
 	fprintf(f, "  \"handed_off\": %s,\n  \"total_seconds\": %.3f,\n  \"downtime_seconds\": %.3f,\n"
 		"  \"downtime_confirmed_seconds\": %.3f,\n  \"rounds_total\": %d,\n  \"wire_bytes_total\": %" PRIu64
 		",\n  \"devstate_bytes\": %" PRIu64 ",\n  \"clock_offset_ms\": %.3f,\n  \"rtt_ms\": %.3f,\n"

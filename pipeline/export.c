@@ -1102,6 +1102,8 @@ static int flush_run(struct walk *w)
 		w->res->chunks[w->img]++;
 		w->res->input_bytes += c.len;
 	}
+	if (w->o->chunks_done)
+		*w->o->chunks_done = w->res->chunks[0] + w->res->chunks[1];
 	w->count = 0;
 	return 0;
 }

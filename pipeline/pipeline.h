@@ -63,6 +63,8 @@ struct export_opts {
 	                                frames and a small socket buffer) */
 	const volatile int *cancel;  /* TCP: once *cancel is set (another thread), stop with HO_ECONN
 	                                before the next frame */
+	volatile uint64_t *chunks_done; /* if set: the chunks handed to the stream so far, updated after
+	                                every run of them (another thread may read it) */
 	bool (*skip)(void *arg, int img, uint64_t idx);   /* post-copy: leave out the chunks for which
 	                                it is true when the stream reaches them (the chunk server
 	                                delivered them already); NULL = none */

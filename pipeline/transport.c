@@ -395,6 +395,8 @@ static int tx_window(struct tx *t)
 		}
 		if ((rc = tx_handle_line(t, line)))
 			return rc;
+		if (t->o->cancel && *t->o->cancel)
+			return 0;             /* tx_emit stops */
 	}
 	return 0;
 }
@@ -442,12 +444,17 @@ static int tx_emit(void *arg, const struct stream_piece *p)
 	}
 	export_throttle(&t->th, t->o->rate_limit, p->len, t->o->cancel);
 	if (t->o->cancel && *t->o->cancel) {
-		ho_err("the transfer was cancelled after %" PRIu64 " acknowledged frames", t->acked);
+		/* the canceller says why */
+		ho_info("the transfer was cancelled after %" PRIu64 " acknowledged frames", t->acked);
 		return HO_ECONN;
 	}
 	int queued = -1;
 	if (t->ad && t->o->adaptive && (rc = tx_window(t)))
 		return rc;
+	if (t->o->cancel && *t->o->cancel) {
+		ho_info("the transfer was cancelled after %" PRIu64 " acknowledged frames", t->acked);
+		return HO_ECONN;
+	}
 	if (t->ad && ioctl(t->fd, SIOCOUTQ, &queued) < 0)
 		queued = -1;
 	if ((rc = tx_write(t, p->buf, p->len))) {

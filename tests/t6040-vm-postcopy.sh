@@ -11,7 +11,8 @@
 # (its watchdog kills that VM; the source resumes); (2b) the destination's QEMU killed while it
 # runs on a partial image (every chunk still arrives, but the destination does not confirm: the
 # source resumes). Then the guest moves on twice with no live round (--max-rounds 1): once with
-# post-copy (auto picks it: everything is still to go), once with everything in the paused round.
+# post-copy (auto picks it: everything is still to go), once with everything in the paused round;
+# and (6) once more with a live round that the guest's writes outrun: abandoned, then post-copy.
 set -u
 HANDOFF_SRC=${HANDOFF_SRC:-$(cd "$(dirname "$0")/.." && pwd)}
 . "$HANDOFF_SRC/tests/lib.sh"
@@ -207,6 +208,35 @@ PY
 # auto goes post-copy when there is no live round to judge by
 handoff_no_live dst back auto true
 handoff_no_live back back2 never false
+
+# ---- (6) a live round abandoned: the guest rewrites faster than the round sends ---------------------
+# The round goes at 64 kB/s; at 2 s into it the guest has rewritten some of its chunks, more than
+# the tiny fraction asked for here (the default is half of what the round sends): the round is
+# abandoned, the VM paused, and everything goes by post-copy.
+receiver back3 || bail "receiver back3 did not start"
+last=$(vmt_counter "$T/back2.run/serial.log")
+if handoff-vm migrate --run-dir "$T/back2.run" --to "127.0.0.1:$(cat "$T/back3.port")" --key "$T/key" \
+	--rate-limit 64k --abandon-live 0.000001 --report "$T/back3.json" 2>"$T/back3.migrate.log"; then
+	ok "--abandon-live: handoff succeeded"
+else
+	not_ok "--abandon-live: handoff succeeded"; sed 's/^/# /' "$T/back3.migrate.log" "$T/back3.recv.log"
+fi
+wait "$RPID"; is "$?" 0 "  ... receiver exited 0"; RPID=
+check "  ... the live round was abandoned (logged)" grep -q 'round 1 (live) abandoned after' "$T/back3.migrate.log"
+check_fail "  ... and no error logged for it" grep -q 'error' "$T/back3.migrate.log"
+if python3 - "$T/back3.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+a = r["live_round_abandoned"]
+assert r["handed_off"] is True and r["postcopy"] is True, "handed off by post-copy"
+assert a and a["after_seconds"] >= 1.9 and a["rewritten_chunks"] > 0 and a["round_chunks"] > 0, a
+assert len(r["rounds"]) == 1 and r["rounds"][0]["live"] is False and r["rounds"][0]["since"] == 0, r["rounds"]
+PY
+then ok "  ... report: abandoned after 2 s, then one round from the base, post-copy"
+else not_ok "  ... report: abandoned after 2 s, then one round from the base, post-copy"; sed 's/^/# /' "$T/back3.json"; fi
+check "  ... the counter goes on past the previous host's last ($last)" vmt_wait_counter "$T/back3.run/serial.log" $((last + 5)) 30
+self_check back3 "  ... guest self-check passes"
+
 check "no failed self-check on any console" test "$(cat "$T"/*.run/serial.log | grep -c 'HANDOFF-CHECK fail')" = 0
-check "handoff-vm stop on the last destination" handoff-vm stop --run-dir "$T/back2.run"
+check "handoff-vm stop on the last destination" handoff-vm stop --run-dir "$T/back3.run"
 done_testing

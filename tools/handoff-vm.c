@@ -143,7 +143,7 @@ static int cmd_stop(int argc, char **argv)
 static int cmd_migrate(int argc, char **argv)
 {
 	enum { OPT_RUN = 256, OPT_TO, OPT_KEY, OPT_MODE, OPT_MAXR, OPT_TARGET, OPT_REPORT, OPT_KEEP, OPT_FAULT, OPT_RATE, OPT_TIMEOUT,
-	       OPT_VERIFY, OPT_POSTCOPY };
+	       OPT_VERIFY, OPT_POSTCOPY, OPT_ABANDON };
 	static const struct option opts[] = {
 		{ "run-dir", required_argument, NULL, OPT_RUN }, { "to", required_argument, NULL, OPT_TO },
 		{ "key", required_argument, NULL, OPT_KEY }, { "mode", required_argument, NULL, OPT_MODE },
@@ -152,9 +152,11 @@ static int cmd_migrate(int argc, char **argv)
 		{ "keep-source", no_argument, NULL, OPT_KEEP }, { "fault", required_argument, NULL, OPT_FAULT },
 		{ "rate-limit", required_argument, NULL, OPT_RATE }, { "timeout", required_argument, NULL, OPT_TIMEOUT },
 		{ "verify", required_argument, NULL, OPT_VERIFY }, { "postcopy", required_argument, NULL, OPT_POSTCOPY },
+		{ "abandon-live", required_argument, NULL, OPT_ABANDON },
 		{ 0 } };
 	const char *keyfile = NULL, *report_file = NULL, *fault = NULL, *verify = "memory", *postcopy = "auto";
-	struct handoff_migrate_opts o = { .max_rounds = 8, .downtime_target_ms = 300, .timeout_s = 30 };
+	struct handoff_migrate_opts o = { .max_rounds = 8, .downtime_target_ms = 300, .timeout_s = 30, .abandon_live = 0.5 };
+	char *end;
 	int c;
 	uint64_t v;
 	optind = 1;
@@ -180,6 +182,13 @@ static int cmd_migrate(int argc, char **argv)
 		case OPT_TIMEOUT: o.timeout_s = atoi(optarg); break;
 		case OPT_VERIFY: verify = optarg; break;
 		case OPT_POSTCOPY: postcopy = optarg; break;
+		case OPT_ABANDON:
+			o.abandon_live = strtod(optarg, &end);
+			if (end == optarg || *end || !(o.abandon_live >= 0 && o.abandon_live <= 1e6)) {
+				ho_err("invalid --abandon-live '%s' (a fraction, 0 = never)", optarg);
+				return EX_USAGE;
+			}
+			break;
 		default: return EX_USAGE;
 		}
 	}
@@ -294,6 +303,7 @@ static void usage(FILE *f)
 "       handoff-vm migrate --run-dir DIR --to HOST:PORT [--key FILE] [--mode NAME] [-T N]\n"
 "                          [--max-rounds N] [--downtime-target MS] [--report FILE] [--keep-source]\n"
 "                          [--verify none|memory|all] [--postcopy never|always|auto]\n"
+"                          [--abandon-live FRACTION]\n"
 "       handoff-vm receive --base BASE_DIR --overlay OVL --mount MNT --listen ADDR:PORT [--key FILE]\n"
 "                          [--run-dir DIR] [--port-file FILE] [--timeout S]\n"
 "       handoff-vm stop --run-dir DIR\n"

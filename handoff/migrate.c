@@ -72,16 +72,18 @@ static int export_round(const char *ovl, const char *target, const struct export
  * A live round sends what changed up to its checkpoint while the guest goes on writing. A guest
  * that rewrites its memory faster than the link carries it undoes the round as it goes: when the
  * round ends, the next one is as large, and the post-copy after it as large again (the heavy
- * workload of bench/vm.sh at 25 Mbit/s: 365 s with the default rounds, 63 s with none). So with
- * --postcopy auto the round is watched: every 2 s (later, every quarter of its time so far) the guest's writes are
- * flushed to the mount (the tracker sees them then) and the chunks rewritten since the round's
- * checkpoint counted. Once they are more than the round has sent so far (the guest dirties
- * faster than the link drains: pre-copy's classic sign that it cannot converge), or more than
- * `abandon` of what the round sends (the round is mostly undone), it is abandoned, the VM
- * paused, and everything goes by post-copy. A guest whose writes stay within a working set small
- * against what the link carries never gets there: its rounds shrink to that set. (The heavy
- * workload, 25 Mbit/s: 68,000 of 304,000 chunks rewritten 2 s into the round, 133,000 at 4.5 s,
- * 176,000 at 8.7 s; the light one at 10 Mbit/s: 3,110 of 8,900 by the end of a 3.7 s round.) */
+ * workload of bench/vm.sh at 25 Mbit/s: 333-365 s with three rounds, 61-70 s with none). So
+ * with --postcopy auto the round is watched: every 2 s (later, every quarter of its time so far)
+ * the guest's writes are flushed to the mount (the tracker sees them then) and the chunks
+ * rewritten since the round's checkpoint counted. Once they are more than the round has sent so
+ * far (the guest dirties faster than the link drains: pre-copy's classic sign that it cannot
+ * converge), or more than `abandon` of what the round sends (the round is mostly undone), it is
+ * abandoned, the VM paused, and everything goes by post-copy. A guest whose writes stay within a
+ * working set small against what the link carries never gets there: its rounds shrink to that
+ * set. (The heavy workload, 25 Mbit/s: 68,000 of 304,000 chunks rewritten 2 s into the round,
+ * 133,000 at 4.5 s, 176,000 at 8.7 s; at the first look, 72,000-79,000 rewritten while
+ * 10,500-10,800 had gone. The light one at 10 Mbit/s: 3,110 of 8,900 by the end of a 3.7 s
+ * round.) */
 #define LIVE_CHECK_NS 2000000000ull
 
 struct live_watch {

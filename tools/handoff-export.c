@@ -31,7 +31,7 @@ static void usage(FILE *f)
 "  --list-modes           print the named modes (cheapest first) and exit\n"
 "  -T, --threads N        worker threads (default 1)\n"
 "  --no-history           do not reference chunks sent by earlier exports\n"
-"  --adaptive             switch between the named modes (up to delta-zstd9) as CPU\n"
+"  --adaptive             switch between the named modes (up to delta-zstd3) as CPU\n"
 "                         and network allow (the default without --mode)\n"
 "  --progress[=json]      a progress line (JSON lines with =json) every half second\n"
 "  --gen-file FILE        write the closed generation number to FILE (atomically)\n"

@@ -521,23 +521,17 @@ int export_adapt_new(const struct export_opts *o, struct adapt **out)
 	*out = NULL;
 	if (!o->adaptive && !o->progress)
 		return 0;
-	/* Adaptive: the modes up to the first with lzma frames (the table is cheapest first, lzma
-	 * last). Since zstd frames look across the whole frame (codec.c) the lzma modes make no
-	 * fewer bytes on a guest's changes (64 MiB: 19.45 MB with lzma-6 frames against 19.52 with
-	 * delta-zstd3) at 25 times the CPU, and their speed on probe samples misleads: at 100 Mbit/s
-	 * the engine, having measured 'best' on a sample of zero-rich RAM, switched to it and
-	 * took 12.4 s where delta-zstd3 alone took 8.6 (bench/adapt.sh). --mode still has them. */
-	if (o->adaptive)
-		for (size_t i = 0; i < n; i++)
-			if (mode_get(i)->frame_codec == CODEC_LZMA) {
-				n = i;
-				break;
-			}
-	/* ...and none stronger than the default: delta-zstd9 makes the bytes delta-zstd3 makes on a
-	 * guest's changes (bench/adapt.sh, median of 3: 33.0 s each at 5 Mbit/s, 14.1 at 25) for
-	 * about twice the CPU, and where data hardly compresses its ratio, learnt on samples,
-	 * looked better by the hysteresis now and then: at 100 Mbit/s with load the engine went back
-	 * and forth between the two for 9 s (13.3 s against 11.2 for xor-zstd1 alone) */
+	/* Adaptive: the modes of the table (cheapest first) up to the default, delta-zstd3. Since
+	 * zstd frames look across the whole frame (codec.c) the stronger ones make no fewer bytes
+	 * of a guest's changes at more CPU, and their ratios or speeds on probe samples mislead:
+	 * - the lzma modes (64 MiB: 19.45 MB with lzma-6 frames against 19.52 with delta-zstd3) at
+	 *   25 times the CPU: at 100 Mbit/s the engine, having measured 'best' on a sample of
+	 *   zero-rich RAM, switched to it and took 12.4 s where delta-zstd3 alone took 8.6;
+	 * - delta-zstd9 (median of 3: 33.0 s as delta-zstd3 at 5 Mbit/s, 14.1 at 25) at about twice
+	 *   the CPU: where data hardly compresses its sample-learnt ratio looked better by the
+	 *   hysteresis now and then, and at 100 Mbit/s with load the engine went back and forth
+	 *   between the two for 9 s (13.3 s against 11.2 for xor-zstd1 alone).
+	 * (bench/adapt.sh.) --mode still has them. */
 	if (o->adaptive)
 		for (size_t i = 0; i < n; i++)
 			if (mode_get(i) == mode_default()) {

@@ -396,7 +396,7 @@ static int tx_window(struct tx *t)
 		if ((rc = tx_handle_line(t, line)))
 			return rc;
 		if (t->o->cancel && *t->o->cancel)
-			return 0;             /* tx_emit stops */
+			return 0;             /* tx_emit stops after it */
 	}
 	return 0;
 }
@@ -443,14 +443,10 @@ static int tx_emit(void *arg, const struct stream_piece *p)
 		return 0;
 	}
 	export_throttle(&t->th, t->o->rate_limit, p->len, t->o->cancel);
-	if (t->o->cancel && *t->o->cancel) {
-		/* the canceller says why */
-		ho_info("the transfer was cancelled after %" PRIu64 " acknowledged frames", t->acked);
-		return HO_ECONN;
-	}
 	int queued = -1;
 	if (t->ad && t->o->adaptive && (rc = tx_window(t)))
 		return rc;
+	/* the throttle and the window give way to a cancel; the canceller says why */
 	if (t->o->cancel && *t->o->cancel) {
 		ho_info("the transfer was cancelled after %" PRIu64 " acknowledged frames", t->acked);
 		return HO_ECONN;

@@ -60,6 +60,16 @@ static void image_hash(struct overlay *ov, struct tracker *t, uint8_t out[32])
 	ho_sha256_free(s);
 }
 
+/* The sender's last step: close the generation (checked as `what`), hash its images into hash,
+ * close overlay and tracker; *until gets the closed generation. */
+static void seal(struct overlay *ov, struct tracker *t, const char *what, uint32_t *until, uint8_t hash[32])
+{
+	is_int(tracker_checkpoint(t, sync_cb, ov, until), 0, what);
+	image_hash(ov, t, hash);
+	tracker_close(t);
+	overlay_close(ov);
+}
+
 struct mem { uint8_t *p; size_t len, cap; };
 
 static int mem_emit(void *arg, const struct stream_piece *pc)
@@ -170,10 +180,7 @@ int main(void)
 	overlay_write(ov, 1, buf, 77, 20 * CS);
 	tracker_mark(t, 1, 20, 1, ho_now_ns());
 	uint32_t closed = 0;
-	is_int(tracker_checkpoint(t, sync_cb, ov, &closed), 0, "sender checkpoint");
-	image_hash(ov, t, hs);
-	tracker_close(t);
-	overlay_close(ov);
+	seal(ov, t, "sender checkpoint", &closed, hs);
 
 	rc = export_run(src, closed, &eo, mem_emit, &m, &er);
 	is_int(rc, 0, "export the reference stream");
@@ -342,10 +349,7 @@ int main(void)
 			tracker_mark(t, 0, k, 1, ho_now_ns());
 		}
 		uint32_t until4 = 0;
-		is_int(tracker_checkpoint(t, sync_cb, ov, &until4), 0, "  ... checkpoint");
-		image_hash(ov, t, h4s);
-		tracker_close(t);
-		overlay_close(ov);
+		seal(ov, t, "  ... checkpoint", &until4, h4s);
 		rc = export_run(s4, until4, &xo, mem_emit, &m4, &er);
 		is_int(rc, 0, "export them");
 		ok(er.sent_refs >= 2 * (N - H) / 3 - 2, "  ... %llu as references to chunks sent before",

@@ -11,8 +11,22 @@
  * bytes again is harmless). A crash before the rename leaves only a staging file, which is
  * discarded (or, for the TCP receiver, continued).
  *
+ * Chunks the overlay does not hold yet (the tracker has never marked them: every chunk of a
+ * handoff's first round) skip the copy: their bytes go straight into the overlay's data files,
+ * at their own offsets, as their frame verifies, and the staging file gets only a "direct" entry
+ * naming them. Until the tracker marks them, nothing reads those bytes (an unmarked chunk is
+ * read from the base; the mount copies a base chunk up before a partial write), so a stream that
+ * fails or is abandoned leaves the overlay as it was, and a crash leaves only unreferenced bytes.
+ * They are made durable before the frame that holds them is (so before it is acknowledged) and
+ * before the commit point; publishing then only marks them. Publishing used to copy every chunk
+ * of the staging file into the overlay after the stream ended: about 3 s of a 1 Gbit/s transfer
+ * of 1.2 GB of a guest's changes (6-9 s), spent after the last byte arrived. Chunks the overlay
+ * holds are staged as before: writing them early would change what the overlay reads before the
+ * stream is complete.
+ *
  * Staging file: the stream's 256-byte header, then entries of a 40-byte header
- *   0 type (1 chunk, 2 frame end, 3 stream end)  1 image  2 kind (0 data, 1 zero, 2 base)
+ *   0 type (1 chunk, 2 frame end, 3 stream end)  1 image  2 kind (0 data, 1 zero, 2 base,
+ *   3 direct: already in the overlay's data file at its own offset; source = itself)
  *   3 source image  4 count u32  8 index u64  16 source index u64  24 payload length u32
  *   28 zero u32  32 check u64 = XXH3(header[0..32]) ^ XXH3(payload)
  * and the payload: a data chunk's bytes; a frame end's decoder position (resume point); a stream
@@ -48,12 +62,13 @@
 #define META_APPLIED  "stream.applied"
 
 enum { E_CHUNK = 1, E_FRAME = 2, E_END = 3 };
-enum { K_DATA = 0, K_ZERO = 1, K_BASE = 2 };
+enum { K_DATA = 0, K_ZERO = 1, K_BASE = 2, K_DIRECT = 3 };
 #define ENT_LEN 40
 #define IDX_LEN 32
 #define POS_LEN 96
 #define WBUF_SIZE (1u << 20)
 #define WALK_BUF  (4u << 20)    /* read-ahead of a journal walk: > 2 entries of the largest chunk */
+#define RUN_CAP   (1u << 20)    /* consecutive chunks written to the overlay with one write */
 
 static bool test_crash(const char *point);
 
@@ -92,9 +107,18 @@ struct importer {
 	 * preads, 13 s of system time) */
 	uint8_t *imap;
 	size_t imap_len;
-	bool pending;                    /* an open zero/base run not yet written */
+	bool pending;                    /* an open zero/base/direct run not yet written */
 	struct entry pend;
 	uint8_t *chunk;                  /* chunk_size scratch */
+
+	/* direct chunks (see the top): allowed unless verifying only or in post-copy (arrive) */
+	bool direct;
+	bool direct_dirty;               /* written to the overlay since its last overlay_sync() */
+	uint8_t *run;                    /* consecutive direct chunks not written yet, */
+	size_t run_len;                  /* all data or all zero (run_zero) */
+	bool run_zero;
+	int run_img;
+	uint64_t run_off;
 
 	int (*frame_cb)(void *, uint64_t);
 	void *frame_arg;
@@ -285,6 +309,66 @@ static int flush_pending(struct importer *im)
 	return stage_entry(im, &im->pend, NULL);
 }
 
+/* ---- direct chunks ---------------------------------------------------------------------------- */
+
+static int run_flush(struct importer *im)
+{
+	int rc = 0;
+
+	if (!im->run_len)
+		return 0;
+	if (im->run_zero)
+		rc = overlay_zero(im->ov, im->run_img, im->run_off, im->run_len);
+	else
+		rc = overlay_write(im->ov, im->run_img, im->run, im->run_len, im->run_off);
+	im->run_len = 0;
+	im->direct_dirty = true;
+	return rc;
+}
+
+/* The direct chunks written so far durable: before their frame is, and before the commit point. */
+static int direct_sync(struct importer *im)
+{
+	int rc;
+
+	if ((rc = run_flush(im)) || !im->direct_dirty)
+		return rc;
+	im->direct_dirty = false;
+	return overlay_sync(im->ov);
+}
+
+/* Chunk idx of img straight into the overlay (data NULL: zeros), then into the open direct run
+ * of the staging file. */
+static int direct_put(struct importer *im, int img, uint64_t idx, const uint8_t *data, uint32_t len)
+{
+	uint64_t off = idx * im->cs;
+	bool zero = data == NULL;
+	int rc;
+
+	if (im->run_len && (im->run_img != img || im->run_zero != zero || im->run_off + im->run_len != off ||
+			    (!zero && im->run_len + len > RUN_CAP)) && (rc = run_flush(im)))
+		return rc;
+	if (!im->run_len) {
+		im->run_img = img;
+		im->run_off = off;
+		im->run_zero = zero;
+	}
+	if (!zero)
+		memcpy(im->run + im->run_len, data, len);
+	im->run_len += len;
+	if (im->pending && im->pend.kind == K_DIRECT && im->pend.image == img && im->pend.idx + im->pend.count == idx &&
+	    im->pend.count < UINT32_MAX) {
+		im->pend.count++;
+		return 0;
+	}
+	if ((rc = flush_pending(im)))
+		return rc;
+	im->pend = (struct entry){ .type = E_CHUNK, .image = img, .kind = K_DIRECT, .count = 1, .idx = idx,
+				   .src_image = img, .src_idx = idx };
+	im->pending = true;
+	return 0;
+}
+
 static int open_tmp(int *fd)
 {
 	const char *dir = getenv("TMPDIR");
@@ -338,6 +422,18 @@ static int entry_read(struct importer *im, int kind, int src_image, uint64_t src
 		return 0;
 	case K_BASE:
 		return overlay_read_base(im->ov, src_image, buf, len, (src_or_off + delta) * im->cs);
+	case K_DIRECT: {
+		uint64_t off = (src_or_off + delta) * im->cs;
+		/* still in the open run? (chunks are aligned: a chunk is in it whole or not at all) */
+		if (im->run_len && im->run_img == src_image && off >= im->run_off && off - im->run_off < im->run_len) {
+			if (im->run_zero)
+				memset(buf, 0, len);
+			else
+				memcpy(buf, im->run + (off - im->run_off), len);
+			return 0;
+		}
+		return overlay_read(im->ov, src_image, buf, len, off);
+	}
 	default: {
 		/* still in the write buffer? A payload goes there whole or not at all (stage_append) */
 		if (src_or_off >= im->wbase) {
@@ -544,6 +640,13 @@ static int on_chunk(void *arg, const struct stream_chunk *c)
 		return rc;
 	if (im->sfd < 0 && (rc = stage_create(im)))
 		return rc;
+	if (im->direct && tracker_chunk_gen(im->t, c->image, c->idx) == 0) {
+		if (c->image < 0 || c->image >= OVERLAY_NIMAGES || c->idx >= overlay_nchunks(im->ov, c->image) ||
+		    c->len != stream_chunk_len(overlay_image_size(im->ov, c->image), im->cs, c->idx) ||
+		    (c->enc != STREAM_ENC_ZERO && !c->data))
+			return HO_ECORRUPT;
+		return direct_put(im, c->image, c->idx, c->enc == STREAM_ENC_ZERO ? NULL : c->data, c->len);
+	}
 	if (c->enc == STREAM_ENC_ZERO || c->enc == STREAM_ENC_BASE_REF) {
 		int kind = c->enc == STREAM_ENC_ZERO ? K_ZERO : K_BASE;
 		if (im->pending && im->pend.kind == kind && im->pend.image == c->image &&
@@ -587,8 +690,9 @@ static int on_frame(void *arg, uint64_t seq)
 		return rc;
 	/* durable per frame only when someone relies on it (acks, resume); otherwise the one
 	 * fdatasync before the commit point is enough: a crash before it discards the staging */
-	if (im->o.keep_partial && !im->o.verify_only && !im->o.nosync && !im->o.arrive && fdatasync(im->sfd) < 0)
-		return ho_from_errno(errno);
+	if (im->o.keep_partial && !im->o.verify_only && !im->o.nosync && !im->o.arrive &&
+	    ((rc = direct_sync(im)) || fdatasync(im->sfd) < 0))
+		return rc ? rc : ho_from_errno(errno);
 	if (im->frame_cb)
 		return im->frame_cb(im->frame_arg, seq);
 	return 0;
@@ -665,8 +769,6 @@ struct pub {
 	uint64_t run_off;
 };
 
-#define RUN_CAP (1u << 20)
-
 static int pub_flush(struct pub *p)
 {
 	int rc = 0;
@@ -694,7 +796,7 @@ static int pub_entry(void *arg, const struct entry *e, const uint8_t *payload, u
 	    (e->kind == K_DATA && (e->count != 1 || e->len != stream_chunk_len(overlay_image_size(p->ov, e->image), cs, e->idx))) ||
 	    (e->kind == K_BASE && (e->src_image >= STREAM_NIMAGES ||
 				   e->src_idx + e->count > overlay_nchunks(p->ov, e->src_image))) ||
-	    e->kind > K_BASE)
+	    (e->kind == K_DIRECT && e->len != 0) || e->kind > K_DIRECT)
 		return HO_ECORRUPT;
 	uint64_t size = overlay_image_size(p->ov, e->image);
 	uint64_t bytes = range_bytes(size, cs, e->idx, e->count);
@@ -730,6 +832,8 @@ static int pub_entry(void *arg, const struct entry *e, const uint8_t *payload, u
 				rc = overlay_write(p->ov, e->image, p->chunk, len, (e->idx + i) * cs);
 		}
 		break;
+	case K_DIRECT:
+		break;                   /* in place, durable since before the commit point */
 	}
 	if (rc)
 		return rc;
@@ -857,7 +961,11 @@ int import_begin(struct overlay *ov, struct tracker *t, const struct import_opts
 	im->staging_dir = ov_path(ov, STAGING_DIR);
 	im->wbuf = malloc(WBUF_SIZE);
 	im->ibuf = malloc(WBUF_SIZE);
-	if (!im->stage_path || !im->index_path || !im->journal_path || !im->staging_dir || !im->wbuf || !im->ibuf) {
+	im->direct = !o->verify_only && !o->arrive;
+	if (im->direct)
+		im->run = malloc(RUN_CAP);
+	if (!im->stage_path || !im->index_path || !im->journal_path || !im->staging_dir || !im->wbuf || !im->ibuf ||
+	    (im->direct && !im->run)) {
 		import_free(im);
 		return HO_ENOMEM;
 	}
@@ -1110,7 +1218,8 @@ int import_finish(struct importer *im, struct import_result *res)
 		ho_put_le64(e + 24, im->end.chunks[1]);
 		ho_put_le64(e + 32, im->end.bytes);
 		memcpy(e + 40, im->end.digest, 32);
-		if ((rc = flush_pending(im)) || (rc = stage_entry(im, &en, e)) || (rc = stage_flush(im)))
+		if ((rc = flush_pending(im)) || (rc = direct_sync(im)) || (rc = stage_entry(im, &en, e)) ||
+		    (rc = stage_flush(im)))
 			goto fail;
 		if (fdatasync(im->sfd) < 0 || rename(im->stage_path, im->journal_path) < 0) {
 			rc = ho_from_errno(errno);
@@ -1123,11 +1232,14 @@ int import_finish(struct importer *im, struct import_result *res)
 	}
 	im->finished = true;
 	unlink(im->index_path);
+	uint64_t t0 = ho_now_ns();
 	if ((rc = journal_publish(im->ov, im->t, im->journal_path, im->o.published, im->o.arg))) {
 		im_fail(im, rc, "cannot publish the stream into '%s': %s (the journal is replayed on the next open)",
 			overlay_dir(im->ov), ho_strerror(rc));
 		return rc;
 	}
+	ho_info("stream published into '%s' in %.2f s after its end", overlay_dir(im->ov),
+		(double)(ho_now_ns() - t0) / 1e9);
 	return 0;
 fail:
 	im_fail(im, rc, "cannot stage the stream in '%s': %s", overlay_dir(im->ov), ho_strerror(rc));
@@ -1154,6 +1266,7 @@ void import_free(struct importer *im)
 	free(im->staging_dir);
 	free(im->wbuf);
 	free(im->ibuf);
+	free(im->run);
 	free(im->chunk);
 	free(im);
 }

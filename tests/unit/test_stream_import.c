@@ -312,32 +312,79 @@ int main(void)
 		tracker_close(dt);
 		overlay_close(dov);
 	}
-	/* Many sent-refs: the staged chunks and their index outgrow the importer's write buffers
-	 * (1 MiB each), so refs are resolved from the index's mapped file part and from its buffer,
-	 * from the stage file and from its buffer. A third of the second half copies the chunk
-	 * just before (still buffered), a third copies a chunk of the first half (long written). */
+	/* Two streams, many chunks. The first (48000 new chunks) goes to a fresh receiver: every
+	 * chunk straight into the overlay (direct). The second rewrites every 4th chunk of the
+	 * first, which the receiver now holds (staged, published at the end), and adds 48000 more
+	 * (direct). Its staged chunks and their index outgrow the importer's 1 MiB write buffers,
+	 * and its sent-refs are resolved from everywhere they can be: a third of the new chunks copy
+	 * the chunk 20 before (in an earlier 16-chunk frame: still in the direct run of up to 256
+	 * chunks, or written), a third copy one of the first stream's chunks (rewritten in this
+	 * stream: staged; or held from the first stream). Each
+	 * stream is also imported cut short first: what the receiver reads must not change. */
 	{
-		enum { N = 48000, H = N / 2 };
-		char dbase[300], s4[300], d4[300];
+		enum { N = 96000, H = N / 2 };
+		char dbase[300], s4[300], d4[300], df[400];
 		struct overlay_base_spec b4[2] = { { dbase, 0 }, { NULL, CS } };
-		struct export_opts xo = { .mode = "xor-lz4" };
-		struct mem m4 = { 0 };
-		uint8_t c[CS], h4s[32], h4d[32];
+		struct export_opts xo = { .mode = "xor-lz4", .frame_size = 16 * CS };
+		struct mem m4 = { 0 }, m5 = { 0 };
+		struct tracker_stats ts;
+		uint8_t c[CS], h4s[32], h5s[32], hd[32], h0d[32];
 		snprintf(dbase, sizeof(dbase), "%s/disk4.img", tmp);
 		snprintf(s4, sizeof(s4), "%s/src4", tmp);
 		snprintf(d4, sizeof(d4), "%s/dst4", tmp);
+		snprintf(df, sizeof(df), "%s/disk.data", d4);
 		int fd = open(dbase, O_CREAT | O_WRONLY | O_TRUNC, 0600);
 		ok(fd >= 0 && ftruncate(fd, (off_t)N * CS) == 0, "a sparse %u-chunk base", (unsigned)N);
 		if (fd >= 0)
 			close(fd);
 		rc = open_both(s4, b4, OVERLAY_CREATE | OVERLAY_LOCK, TRACKER_CREATE, &ov, &t);
-		is_int(rc, 0, "create a sender with 48000 changed chunks");
+		ok(rc == 0, "create a sender with %u changed chunks", (unsigned)H);
+		if (rc)
+			return done_testing();
+		for (uint64_t k = 0; k < H; k++) {
+			uint64_t x = k * 0x9e3779b97f4a7c15ull + 1;
+			for (unsigned i = 0; i < CS; i += 8) {
+				x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+				memcpy(c + i, &x, 8);
+			}
+			overlay_write(ov, 0, c, CS, k * CS);
+			tracker_mark(t, 0, k, 1, ho_now_ns());
+		}
+		uint32_t until4 = 0, until5 = 0;
+		seal(ov, t, "  ... checkpoint", &until4, h4s);
+		rc = export_run(s4, until4, &xo, mem_emit, &m4, &er);
+		is_int(rc, 0, "export them");
+		rc = open_both(d4, b4, OVERLAY_CREATE | OVERLAY_LOCK, TRACKER_CREATE, &dov, &dt);
+		is_int(rc, 0, "create its receiver");
+		if (rc)
+			return done_testing();
+		struct import_opts o4 = { .nosync = true };
+		image_hash(dov, dt, h0d);
+		rc = import_buf(dov, dt, m4.p, m4.len * 6 / 10, &ir, &o4);
+		ok(verify_error(rc), "the first stream cut short is rejected (%s)", ho_strerror(rc));
+		image_hash(dov, dt, hd);
+		ok(memcmp(h0d, hd, 32) == 0 && tracker_stats(dt, &ts) == 0 && ts.modified[0] + ts.modified[1] == 0,
+		   "  ... the receiver reads what it read before, no chunk marked");
+		fd = open(df, O_RDONLY);
+		ok(fd >= 0 && pread(fd, c, CS, 0) == CS && !ho_is_zero(c, CS),
+		   "  ... although its first chunks went straight into the data file");
+		if (fd >= 0)
+			close(fd);
+		is_int(import_buf(dov, dt, m4.p, m4.len, &ir, &o4), 0, "the whole first stream applies");
+		image_hash(dov, dt, hd);
+		ok(memcmp(h4s, hd, 32) == 0, "  ... the receiver equals the sender");
+
+		rc = open_both(s4, NULL, OVERLAY_LOCK, 0, &ov, &t);
+		is_int(rc, 0, "the sender changes again");
 		if (rc)
 			return done_testing();
 		for (uint64_t k = 0; k < N; k++) {
-			uint64_t from = k < H || k % 3 == 0 ? k : k % 3 == 1 ? k - 1 : (k * 7919) % H;
+			uint64_t from;
+			if (k < H && k % 4)
+				continue;
+			from = k < H || k % 3 == 0 ? k : k % 3 == 1 ? k - 20 : (k * 7919) % H;
 			if (from == k) {
-				uint64_t x = k * 0x9e3779b97f4a7c15ull + 1;
+				uint64_t x = k * 0x9e3779b97f4a7c15ull + 7;
 				for (unsigned i = 0; i < CS; i += 8) {
 					x ^= x << 13, x ^= x >> 7, x ^= x << 17;
 					memcpy(c + i, &x, 8);
@@ -348,23 +395,24 @@ int main(void)
 			overlay_write(ov, 0, c, CS, k * CS);
 			tracker_mark(t, 0, k, 1, ho_now_ns());
 		}
-		uint32_t until4 = 0;
-		seal(ov, t, "  ... checkpoint", &until4, h4s);
-		rc = export_run(s4, until4, &xo, mem_emit, &m4, &er);
-		is_int(rc, 0, "export them");
-		ok(er.sent_refs >= 2 * (N - H) / 3 - 2, "  ... %llu as references to chunks sent before",
+		seal(ov, t, "  ... checkpoint", &until5, h5s);
+		xo.since = until4;
+		rc = export_run(s4, until5, &xo, mem_emit, &m5, &er);
+		is_int(rc, 0, "export the second stream");
+		/* the copies of the chunk 20 before, and of a first-stream chunk this stream rewrote */
+		ok(er.sent_refs >= (N - H) / 3 + (N - H) / 12 - 10, "  ... %llu as references to chunks sent before",
 		   (unsigned long long)er.sent_refs);
-		rc = open_both(d4, b4, OVERLAY_CREATE | OVERLAY_LOCK, TRACKER_CREATE, &dov, &dt);
-		is_int(rc, 0, "create its receiver");
-		if (rc)
-			return done_testing();
-		struct import_opts o4 = { .nosync = true };
-		is_int(import_buf(dov, dt, m4.p, m4.len, &ir, &o4), 0, "import it");
-		image_hash(dov, dt, h4d);
-		ok(memcmp(h4s, h4d, 32) == 0, "  ... every reference resolved to the right bytes");
+		rc = import_buf(dov, dt, m5.p, m5.len * 6 / 10, &ir, &o4);
+		ok(verify_error(rc), "the second stream cut short is rejected (%s)", ho_strerror(rc));
+		image_hash(dov, dt, hd);
+		ok(memcmp(h4s, hd, 32) == 0, "  ... the receiver still reads the first stream's chunks");
+		is_int(import_buf(dov, dt, m5.p, m5.len, &ir, &o4), 0, "the whole second stream applies");
+		image_hash(dov, dt, hd);
+		ok(memcmp(h5s, hd, 32) == 0, "  ... every chunk and every reference resolved to the right bytes");
 		tracker_close(dt);
 		overlay_close(dov);
 		free(m4.p);
+		free(m5.p);
 	}
 	free(p);
 	free(m.p);

@@ -72,6 +72,48 @@ enum { K_DATA = 0, K_ZERO = 1, K_BASE = 2, K_DIRECT = 3 };
 
 static bool test_crash(const char *point);
 
+/* Consecutive chunks of one image, all data or all zero, written to the overlay with one call:
+ * the direct chunks as they arrive, and the staged chunks when a journal is published. */
+struct run {
+	uint8_t *buf;                    /* RUN_CAP bytes */
+	uint64_t len;
+	bool zero;
+	int img;
+	uint64_t off;
+};
+
+static int run_flush(struct overlay *ov, struct run *r)
+{
+	int rc;
+
+	if (!r->len)
+		return 0;
+	rc = r->zero ? overlay_zero(ov, r->img, r->off, r->len) : overlay_write(ov, r->img, r->buf, r->len, r->off);
+	r->len = 0;
+	return rc;
+}
+
+/* len bytes at off of img (data NULL: zeros) into the run, which is written first when they do
+ * not continue it. Data comes a chunk at a time (len <= RUN_CAP). */
+static int run_add(struct overlay *ov, struct run *r, int img, uint64_t off, const uint8_t *data, uint64_t len)
+{
+	bool zero = data == NULL;
+	int rc;
+
+	if (r->len && (r->img != img || r->zero != zero || r->off + r->len != off || (!zero && r->len + len > RUN_CAP)) &&
+	    (rc = run_flush(ov, r)))
+		return rc;
+	if (!r->len) {
+		r->img = img;
+		r->off = off;
+		r->zero = zero;
+	}
+	if (!zero)
+		memcpy(r->buf + r->len, data, (size_t)len);
+	r->len += len;
+	return 0;
+}
+
 struct entry {
 	int type, image, kind, src_image;
 	uint32_t count, len;
@@ -113,12 +155,8 @@ struct importer {
 
 	/* direct chunks (see the top): allowed unless verifying only or in post-copy (arrive) */
 	bool direct;
-	bool direct_dirty;               /* written to the overlay since its last overlay_sync() */
-	uint8_t *run;                    /* consecutive direct chunks not written yet, */
-	size_t run_len;                  /* all data or all zero (run_zero) */
-	bool run_zero;
-	int run_img;
-	uint64_t run_off;
+	bool direct_dirty;               /* direct chunks came since the last overlay_sync() */
+	struct run run;                  /* those not written yet */
 
 	int (*frame_cb)(void *, uint64_t);
 	void *frame_arg;
@@ -311,51 +349,27 @@ static int flush_pending(struct importer *im)
 
 /* ---- direct chunks ---------------------------------------------------------------------------- */
 
-static int run_flush(struct importer *im)
-{
-	int rc = 0;
-
-	if (!im->run_len)
-		return 0;
-	if (im->run_zero)
-		rc = overlay_zero(im->ov, im->run_img, im->run_off, im->run_len);
-	else
-		rc = overlay_write(im->ov, im->run_img, im->run, im->run_len, im->run_off);
-	im->run_len = 0;
-	im->direct_dirty = true;
-	return rc;
-}
-
-/* The direct chunks written so far durable: before their frame is, and before the commit point. */
+/* The direct chunks so far written and durable: before their frame is, and before the commit
+ * point. */
 static int direct_sync(struct importer *im)
 {
 	int rc;
 
-	if ((rc = run_flush(im)) || !im->direct_dirty)
-		return rc;
+	if (!im->direct_dirty)
+		return 0;
 	im->direct_dirty = false;
-	return overlay_sync(im->ov);
+	return (rc = run_flush(im->ov, &im->run)) ? rc : overlay_sync(im->ov);
 }
 
 /* Chunk idx of img straight into the overlay (data NULL: zeros), then into the open direct run
  * of the staging file. */
 static int direct_put(struct importer *im, int img, uint64_t idx, const uint8_t *data, uint32_t len)
 {
-	uint64_t off = idx * im->cs;
-	bool zero = data == NULL;
 	int rc;
 
-	if (im->run_len && (im->run_img != img || im->run_zero != zero || im->run_off + im->run_len != off ||
-			    (!zero && im->run_len + len > RUN_CAP)) && (rc = run_flush(im)))
+	if ((rc = run_add(im->ov, &im->run, img, idx * im->cs, data, len)))
 		return rc;
-	if (!im->run_len) {
-		im->run_img = img;
-		im->run_off = off;
-		im->run_zero = zero;
-	}
-	if (!zero)
-		memcpy(im->run + im->run_len, data, len);
-	im->run_len += len;
+	im->direct_dirty = true;
 	if (im->pending && im->pend.kind == K_DIRECT && im->pend.image == img && im->pend.idx + im->pend.count == idx &&
 	    im->pend.count < UINT32_MAX) {
 		im->pend.count++;
@@ -425,11 +439,12 @@ static int entry_read(struct importer *im, int kind, int src_image, uint64_t src
 	case K_DIRECT: {
 		uint64_t off = (src_or_off + delta) * im->cs;
 		/* still in the open run? (chunks are aligned: a chunk is in it whole or not at all) */
-		if (im->run_len && im->run_img == src_image && off >= im->run_off && off - im->run_off < im->run_len) {
-			if (im->run_zero)
+		const struct run *r = &im->run;
+		if (r->len && r->img == src_image && off >= r->off && off - r->off < r->len) {
+			if (r->zero)
 				memset(buf, 0, len);
 			else
-				memcpy(buf, im->run + (off - im->run_off), len);
+				memcpy(buf, r->buf + (off - r->off), len);
 			return 0;
 		}
 		return overlay_read(im->ov, src_image, buf, len, off);
@@ -762,21 +777,8 @@ struct pub {
 	import_published_fn published;
 	void *arg;
 	uint64_t chunks;
-	/* consecutive data chunks, written with one overlay_write */
-	uint8_t *run;
-	size_t run_len;
-	int run_img;
-	uint64_t run_off;
+	struct run run;
 };
-
-static int pub_flush(struct pub *p)
-{
-	int rc = 0;
-	if (p->run_len)
-		rc = overlay_write(p->ov, p->run_img, p->run, p->run_len, p->run_off);
-	p->run_len = 0;
-	return rc;
-}
 
 static int pub_entry(void *arg, const struct entry *e, const uint8_t *payload, uint64_t off)
 {
@@ -807,29 +809,19 @@ static int pub_entry(void *arg, const struct entry *e, const uint8_t *payload, u
 			p->published(p->arg, e->image, e->idx * cs, bytes);
 		return 0;
 	}
-	if (e->kind != K_DATA || !p->run_len || p->run_img != e->image || p->run_off + p->run_len != e->idx * cs ||
-	    p->run_len + e->len > RUN_CAP) {
-		if ((rc = pub_flush(p)))
-			return rc;
-	}
 	switch (e->kind) {
 	case K_DATA:
-		if (!p->run_len) {
-			p->run_img = e->image;
-			p->run_off = e->idx * cs;
-		}
-		memcpy(p->run + p->run_len, payload, e->len);
-		p->run_len += e->len;
+		rc = run_add(p->ov, &p->run, e->image, e->idx * cs, payload, e->len);
 		break;
 	case K_ZERO:
-		rc = overlay_zero(p->ov, e->image, e->idx * cs, bytes);
+		rc = run_add(p->ov, &p->run, e->image, e->idx * cs, NULL, bytes);
 		break;
 	case K_BASE:
 		for (uint32_t i = 0; i < e->count && !rc; i++) {
 			uint32_t len = stream_chunk_len(size, cs, e->idx + i);
 			rc = overlay_read_base(p->ov, e->src_image, p->chunk, len, (e->src_idx + i) * cs);
 			if (!rc)
-				rc = overlay_write(p->ov, e->image, p->chunk, len, (e->idx + i) * cs);
+				rc = run_add(p->ov, &p->run, e->image, (e->idx + i) * cs, p->chunk, len);
 		}
 		break;
 	case K_DIRECT:
@@ -866,8 +858,8 @@ static int journal_publish(struct overlay *ov, struct tracker *t, const char *pa
 	}
 	buf = malloc(WALK_BUF);
 	p.chunk = malloc(p.h.chunk_size);
-	p.run = malloc(RUN_CAP);
-	if (!buf || !p.chunk || !p.run) {
+	p.run.buf = malloc(RUN_CAP);
+	if (!buf || !p.chunk || !p.run.buf) {
 		rc = HO_ENOMEM;
 		goto out;
 	}
@@ -875,7 +867,7 @@ static int journal_publish(struct overlay *ov, struct tracker *t, const char *pa
 		p.saw_end = false;
 		rc = walk(fd, buf, WALK_BUF, pub_entry, &p, &end);
 		if (!rc && p.pass == 1)
-			rc = pub_flush(&p);
+			rc = run_flush(ov, &p.run);
 		if (rc || !p.saw_end) {
 			ho_err("journal '%s' is corrupt (%s)", path, rc ? ho_strerror(rc) : "no end entry");
 			rc = rc ? rc : HO_ECORRUPT;
@@ -901,7 +893,7 @@ out:
 	close(fd);
 	free(buf);
 	free(p.chunk);
-	free(p.run);
+	free(p.run.buf);
 	return rc;
 }
 
@@ -963,9 +955,9 @@ int import_begin(struct overlay *ov, struct tracker *t, const struct import_opts
 	im->ibuf = malloc(WBUF_SIZE);
 	im->direct = !o->verify_only && !o->arrive;
 	if (im->direct)
-		im->run = malloc(RUN_CAP);
+		im->run.buf = malloc(RUN_CAP);
 	if (!im->stage_path || !im->index_path || !im->journal_path || !im->staging_dir || !im->wbuf || !im->ibuf ||
-	    (im->direct && !im->run)) {
+	    (im->direct && !im->run.buf)) {
 		import_free(im);
 		return HO_ENOMEM;
 	}
@@ -1266,7 +1258,7 @@ void import_free(struct importer *im)
 	free(im->staging_dir);
 	free(im->wbuf);
 	free(im->ibuf);
-	free(im->run);
+	free(im->run.buf);
 	free(im->chunk);
 	free(im);
 }

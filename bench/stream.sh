@@ -6,7 +6,8 @@
 # disk.
 # Columns: stream bytes, wall seconds, MiB/s of stream, and time relative to cat (lower is better).
 # Target: export and verify within 2x of cat (every byte is checksummed and digested); import
-# writes everything twice (staging, then the overlay). Run by `make bench` (bench/run); alone:
+# of this first stream writes each chunk once, in place (a later stream stages the chunks the
+# overlay holds, then publishes them). Run by `make bench` (bench/run); alone:
 #   HANDOFF_BUILD=build bench/stream.sh
 set -u
 : "${HANDOFF_BUILD:?set HANDOFF_BUILD to the build directory}"

@@ -36,6 +36,14 @@
 #define NET_GROW_MAX      16.0
 #define NET_LEARN_NS      1000000000ull
 #define FAT_IDLE_RUN      4
+/* ...or every frame of FAT_SEND_NS, and at least FAT_SEND_RUN of them, written into an empty
+ * socket: the link drained each before the next was ready. Acks alone told that late where it
+ * costs most: a strong mode that is CPU-bound on a fat link fills 16 MiB frames once the warm-up
+ * is over, an ack every 150 ms, so the first mode held for the whole NET_LEARN_NS (1 Gbit/s: a
+ * second of delta-zstd3 at half xor-lz4's speed). On a thin link the socket fills within a few
+ * frames, and stays full. */
+#define FAT_SEND_RUN      8
+#define FAT_SEND_NS       100000000ull
 #define FLAP_MAX          3          /* dwell doublings after back-and-forth switches */
 #define FLAP_FORGET       8          /* dwells in one mode that forget them */
 #define CORR_MIN          0.4
@@ -133,9 +141,13 @@ struct adapt {
 	bool sat_seen;               /* a saturated sample came in: the link was measured */
 	double bw_meas;              /* bw.slow after the last network sample (not grown) */
 	bool fat_seen;               /* ...or one, not saturated, above the estimate, or the socket
-	                                seen empty FAT_IDLE_RUN times in a row: it is fat */
+	                                seen empty FAT_IDLE_RUN acks or FAT_SEND_RUN frames in a
+	                                row: it is fat */
 	unsigned q_idle_run;
+	unsigned send_idle_run;      /* frames written into an empty socket in a row ... */
+	uint64_t send_idle_t;        /* ... since */
 	bool first_t_set;
+	bool learning;               /* adapt_decide() holds the first mode until the link is learnt */
 	uint64_t first_t;            /* the first adapt_decide() */
 	uint64_t net_grow_t;         /* last time the app-limited growth was applied */
 	uint64_t grow_after;         /* current wait before growing (backs off on failures) */
@@ -172,6 +184,8 @@ struct adapt {
 	uint64_t input_remaining, bytes_sent;
 	unsigned decisions, switches, probes;
 	uint64_t progress_t;         /* adapt_progress_due(): the last line */
+	uint64_t start_t;            /* the first decision or progress line (elapsed_s) */
+	bool start_set;
 	bool progress_any;
 };
 
@@ -446,6 +460,7 @@ struct adapt *adapt_new(const struct adapt_mode_profile *modes, size_t n, const 
 	a->input_remaining = UINT64_MAX;
 	a->grow_after = a->p.net_grow_after_ns;
 	a->cur = best_mode(a);
+	a->learning = true;
 	return a;
 }
 
@@ -635,10 +650,17 @@ void adapt_observe_net(struct adapt *a, uint64_t acked_bytes, uint64_t wall_ns, 
 		a->net_last_sat = now_ns;
 		a->net_grow_t = now_ns;
 	}
+	ho_debug("link sample at %.3f s: %.3g B/s over %.0f ms, %s (estimate %.3g B/s%s)",
+	         (double)(now_ns - a->start_t) / NS_PER_S, x, (double)a->net_acc_ns / 1e6,
+	         a->net_acc_sat ? "saturated" : "not saturated", a->bw.slow.v, a->grown ? ", grown" : "");
 	if (a->net_acc_sat) {
 		a->sat_seen = true;
-		/* an inflated value was a guess: let the truth replace it at once */
-		est_add(a, &a->bw, x, now_ns, a->grown ? a->p.tau_net_ns * 8 : a->net_acc_ns, a->p.tau_net_ns);
+		/* an inflated value was a guess: let the truth replace it at once, but not below what
+		 * was measured before the guess and what the link carried during it (bw_meas): one
+		 * window of a receiver that stalled (a CPU it shares with us, its fdatasync) showed a
+		 * 1 Gbit/s link at 120 Mbit/s, and the engine went back to zstd for seconds */
+		est_add(a, &a->bw, a->grown ? HO_MAX(x, a->bw_meas) : x, now_ns,
+		        a->grown ? a->p.tau_net_ns * 8 : a->net_acc_ns, a->p.tau_net_ns);
 		a->grown = false;
 		a->net_last_sat = now_ns;
 		a->net_grow_t = now_ns;
@@ -669,6 +691,17 @@ int adapt_frame_sent(struct adapt *a, uint64_t seq, uint64_t wire_bytes, uint64_
 	r->cum = a->sent_cum;
 	r->t = now_ns;
 	r->backlog = queued_bytes == UINT64_MAX ? -1 : queued_bytes > 0;
+	if (queued_bytes == 0) {
+		if (!a->send_idle_run++)
+			a->send_idle_t = now_ns;
+		if (!a->fat_seen && a->send_idle_run >= FAT_SEND_RUN && now_ns - a->send_idle_t >= FAT_SEND_NS) {
+			a->fat_seen = true;
+			ho_debug("the link drained %u frames in a row over %.0f ms: it is not the bottleneck",
+			         a->send_idle_run, (double)(now_ns - a->send_idle_t) / 1e6);
+		}
+	} else {
+		a->send_idle_run = 0;
+	}
 	a->any_sent = true;
 	a->next_seq = seq + 1;
 	if (!a->ack_seen) {
@@ -751,6 +784,10 @@ bool adapt_progress_due(struct adapt *a, uint64_t now_ns, uint64_t interval_ns, 
 		return false;
 	a->progress_any = true;
 	a->progress_t = now_ns;
+	if (!a->start_set) {
+		a->start_set = true;
+		a->start_t = now_ns;
+	}
 	return true;
 }
 
@@ -813,6 +850,10 @@ size_t adapt_decide(struct adapt *a, uint64_t now_ns)
 	size_t best;
 	double cb, cc;
 
+	if (!a->start_set) {
+		a->start_set = true;
+		a->start_t = now_ns;
+	}
 	net_grow(a, now_ns);
 	if (a->forced >= 0)
 		return a->cur = (size_t)a->forced;
@@ -829,7 +870,8 @@ size_t adapt_decide(struct adapt *a, uint64_t now_ns)
 		a->first_t_set = true;
 		a->first_t = now_ns;
 	}
-	if (!a->sat_seen && !a->fat_seen && now_ns - a->first_t < NET_LEARN_NS)
+	a->learning = !a->sat_seen && !a->fat_seen && now_ns - a->first_t < NET_LEARN_NS;
+	if (a->learning)
 		return a->cur;
 	a->decisions++;
 	best = best_mode(a);
@@ -1030,6 +1072,8 @@ void adapt_status(const struct adapt *a, struct adapt_status *st)
 	st->switches = a->switches;
 	st->probes = a->probes;
 	st->net_measured_s = (double)a->net_ns / NS_PER_S;
+	st->learning = a->learning;
+	st->elapsed_s = a->start_set && a->progress_t > a->start_t ? (double)(a->progress_t - a->start_t) / NS_PER_S : 0;
 }
 
 /* ---- progress lines ------------------------------------------------------------------------ */
@@ -1095,10 +1139,10 @@ int adapt_progress_line(const struct adapt_status *st, int json, char *buf, size
 		r = snprintf(buf, len,
 		             "{\"mode\":\"%s\",\"bandwidth_bps\":%.0f,\"ratio\":%.4f,\"bytes_sent\":%" PRIu64
 		             ",\"bytes_unacked\":%" PRIu64 ",\"eta_s\":%s,\"rate_Bps\":%.0f,\"cpu_avail\":%.3f,\"bottleneck\":\"%s\","
-		             "\"switches\":%u,\"forced\":%s}",
+		             "\"switches\":%u,\"forced\":%s,\"elapsed_s\":%.2f}",
 		             name, st->bandwidth_Bps * 8, st->ratio, st->bytes_sent, st->inflight, eta, st->rate_Bps,
 		             st->cpu_avail, st->net_bound ? "net" : "cpu", st->switches,
-		             st->forced ? "true" : "false");
+		             st->forced ? "true" : "false", st->elapsed_s);
 	} else {
 		char bw[32], eta[32];
 		fmt_bits(st->bandwidth_Bps * 8, bw, sizeof(bw));

@@ -181,7 +181,10 @@ void adapt_observe_net(struct adapt *a, uint64_t acked_bytes, uint64_t wall_ns, 
  * queued_bytes: what the socket still held, unsent or unacknowledged by TCP, just before this
  * frame was written (ioctl SIOCOUTQ). More than 0 means the link had not drained the previous
  * frames when this one was ready: we were waiting on the network. 0 means the link sat idle
- * waiting for us. A sample is saturated when every frame it covers was written into a backlog.
+ * waiting for us. A sample is saturated when every frame it covers was written into a backlog;
+ * frames written into an empty socket for 100 ms in a row (8 or more) tell the link is not the
+ * bottleneck before any ack does. Pass the time an ack arrived (the kernel's receive timestamp,
+ * SO_TIMESTAMPNS), not when it was read: an exporter busy compressing reads late.
  * Pass UINT64_MAX when the transport cannot tell; then a sample counts as saturated when the
  * newest frame it covers had been written before the previous ack came back (right for a
  * link-bound sender, but a slow receiver's acks can make a CPU-bound sender look saturated).
@@ -263,6 +266,10 @@ struct adapt_status {
 	unsigned switches;          /* mode changes so far */
 	unsigned probes;            /* probes observed so far */
 	double net_measured_s;      /* time covered by the network samples so far */
+	bool learning;              /* the first mode holds: the link was neither seen saturated
+	                               nor seen carrying all we gave it, for up to a second */
+	double elapsed_s;           /* from the first decision or progress line to the latest
+	                               progress line (adapt_progress_due) */
 };
 
 void adapt_status(const struct adapt *a, struct adapt_status *st);
@@ -274,7 +281,8 @@ bool adapt_progress_due(struct adapt *a, uint64_t now_ns, uint64_t interval_ns, 
 /* Format st as one progress line (no newline): json = 0 gives the human line for stderr,
  *   "mode zstd-3 | 4.8 Mbit/s | ratio 0.312 | sent 12.3 MiB | eta 0:42"
  * json != 0 one JSON object with the keys mode, bandwidth_bps (bits/s), ratio, bytes_sent,
- * bytes_unacked (inflight), eta_s (null when unknown), rate_Bps, cpu_avail, bottleneck ("net" or "cpu"), switches.
+ * bytes_unacked (inflight), eta_s (null when unknown), rate_Bps, cpu_avail, bottleneck ("net" or "cpu"), switches,
+ * forced, elapsed_s.
  * Returns the length written, or HO_ELIMIT when buf is too small (then buf holds "" ). */
 int adapt_progress_line(const struct adapt_status *st, int json, char *buf, size_t len);
 

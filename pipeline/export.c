@@ -382,7 +382,11 @@ int export_list_modes(void)
  * adaptive exporter was within 1 % of the best static mode from 5 to 100 Mbit/s (session 6). */
 #define ADAPT_RUN   (256u << 10)
 /* ...and frames of 256 KiB too while the engine learns the link: until acknowledgements covered
- * ADAPT_WARMUP_NS of it (or ADAPT_WARMUP_MAX of input went by). Large frames before that would
+ * ADAPT_WARMUP_NS of it, or ADAPT_WARMUP_MAX of input went by and the engine no longer holds its
+ * first mode (adapt_status.learning: the link was seen saturated or carrying all we gave it, or a
+ * second went by). A CPU-bound mode on a fat link passes 16 MiB in a tenth of a second, before
+ * the first sample; then its 16 MiB frames came every 150 ms, and the link's idle socket at
+ * each of them (adapt_frame_sent) was seen too rarely to end the hold early. Large frames before that would
  * have the first decisions made on the guessed bandwidth run for seconds (the sender encodes
  * two frames ahead of the acknowledgements: 8 MiB, all of a small export). Then runs of RUN_MAX,
  * as the static modes: every run is a barrier of the encoding threads, and on a machine with more
@@ -430,8 +434,9 @@ struct walk {
 	/* the adaptive engine (adapt.h): picks the mode per run (adaptive) and makes progress lines */
 	struct adapt *ad;                  /* NULL: a fixed mode, no progress lines */
 	bool adaptive;
-	size_t cur;                        /* mode_get() index of the mode in use */
-	struct chunk_enc **mces;           /* adaptive: mode_count() x nthreads chunk encoders */
+	size_t cur;                        /* the engine's index of the mode in use (wmode()) */
+	size_t mbase, nm;                  /* the engine's modes: mode_get(mbase .. mbase + nm - 1) */
+	struct chunk_enc **mces;           /* adaptive: nm x nthreads chunk encoders */
 	struct codec_ctx *pctx;            /* probes */
 	uint8_t *pbuf, *pout;
 	size_t pbuf_cap, pout_cap;
@@ -466,6 +471,13 @@ static const struct { const char *name; double rate, ratio; } profiles[] = {
 	{ "delta-zstd9", 30e6, 0.150 },
 	{ "delta-lzma6", 4.5e6, 0.140 }, { "best", 5e6, 0.138 },
 };
+
+/* The table's mode that is the adaptive engine's mode j (export_adapt_new's set starts at
+ * w->mbase of the table). */
+static const struct mode *wmode(const struct walk *w, size_t j)
+{
+	return mode_get(w->mbase + j);
+}
 
 /* The frame limit for mode m on the link measured now: the mode's own frame size (see
  * ADAPT_RUN), held to a frame whose
@@ -538,8 +550,19 @@ int export_adapt_new(const struct export_opts *o, struct adapt **out)
 				n = i + 1;
 				break;
 			}
+	/* ... and from xor-lz4, the cheapest mode with every dedup: raw and lz4 save it CPU (the
+	 * hashing) on data where dedup finds nothing, and a real guest's changes are not that data
+	 * (1 Gbit/s, median of 3: xor-lz4 3.8 s, lz4 7.2, raw 7.8). Their speeds on probe samples
+	 * made them look better than they were, and the engine spent the last seconds of a
+	 * 1 Gbit/s transfer on lz4 (adaptive 5.5 s). --mode still has them. */
+	size_t first = 0;
+	if (o->adaptive)
+		while (first + 1 < n && (mode_get(first)->dedup & (MODE_DEDUP_BASE | MODE_DEDUP_SENT)) !=
+						(MODE_DEDUP_BASE | MODE_DEDUP_SENT))
+			first++;
+	n -= first;
 	for (size_t i = 0; i < n; i++) {
-		const struct mode *m = mode_get(i);
+		const struct mode *m = mode_get(first + i);
 		/* frame/probe corrections are shared by modes whose frames gain alike: the same
 		 * frame size and codec family (zstd and lzma both look far back; lz4 hardly) */
 		unsigned fam = m->frame_codec == CODEC_ZSTD || m->frame_codec == CODEC_LZMA ? 2 :
@@ -721,7 +744,7 @@ static int walk_full_init(struct walk *w)
 	w->nthreads = HO_MAX(1u, HO_MIN(w->nthreads, (unsigned)WALK_MAX_THREADS));
 	if (w->adaptive) {
 		/* an encoder per mode and thread, so a switch between runs costs nothing */
-		size_t nm = mode_count();
+		size_t nm = w->nm;
 		if (!(w->mces = calloc(nm * w->nthreads, sizeof(*w->mces))) ||
 		    !(w->pces = calloc(nm, sizeof(*w->pces))))
 			return HO_ENOMEM;
@@ -729,7 +752,7 @@ static int walk_full_init(struct walk *w)
 		if (!(w->sdata = malloc(w->scap * w->cs)) || !(w->schunk = calloc(w->scap, sizeof(*w->schunk))))
 			return HO_ENOMEM;
 		for (size_t k = 0; k < nm * w->nthreads; k++) {
-			if ((rc = chunk_enc_new(mode_get(k / w->nthreads), &w->dbase, w->sent, &w->mces[k])))
+			if ((rc = chunk_enc_new(wmode(w, k / w->nthreads), &w->dbase, w->sent, &w->mces[k])))
 				return rc;
 			chunk_enc_set_verify(w->mces[k], sent_verify_read, w);
 		}
@@ -750,14 +773,14 @@ static int walk_full_init(struct walk *w)
 static void walk_full_free(struct walk *w)
 {
 	if (w->mces) {
-		for (size_t k = 0; k < mode_count() * w->nthreads; k++)
+		for (size_t k = 0; k < w->nm * w->nthreads; k++)
 			chunk_enc_free(w->mces[k]);
 		free(w->mces);
 	} else {
 		for (unsigned i = 0; i < WALK_MAX_THREADS; i++)
 			chunk_enc_free(w->ces[i]);
 	}
-	for (size_t k = 0; w->pces && k < mode_count(); k++)
+	for (size_t k = 0; w->pces && k < w->nm; k++)
 		chunk_enc_free(w->pces[k]);
 	free(w->pces);
 	free(w->sdata);
@@ -862,10 +885,10 @@ static void frame_limit_update(struct walk *w)
  * first, with the codec of the mode that made it. */
 static int switch_mode(struct walk *w, size_t m)
 {
-	const struct mode *md = mode_get(m);
+	const struct mode *md = wmode(w, m);
 	int rc;
 
-	ho_debug("adaptive: switching from '%s' to '%s'", mode_get(w->cur)->name, md->name);
+	ho_debug("adaptive: switching from '%s' to '%s'", wmode(w, w->cur)->name, md->name);
 	if ((rc = stream_enc_flush_frame(w->enc)))
 		return rc;
 	/* the frames still in the encoder's workers are this mode's (after two quick switches,
@@ -888,7 +911,7 @@ static void warm_check(struct walk *w)
 	if (w->warm || !w->adaptive)
 		return;
 	adapt_status(w->ad, &st);
-	if (st.net_measured_s * 1e9 < ADAPT_WARMUP_NS && w->res->input_bytes < ADAPT_WARMUP_MAX)
+	if (st.net_measured_s * 1e9 < ADAPT_WARMUP_NS && (w->res->input_bytes < ADAPT_WARMUP_MAX || st.learning))
 		return;
 	w->warm = true;
 	w->run_max = HO_MAX(w->run_max, (uint64_t)RUN_MAX);
@@ -931,7 +954,7 @@ static void sample_add(struct walk *w, uint64_t size)
 static uint64_t run_probe(struct walk *w, size_t j, uint64_t sample, size_t ref, uint64_t ref_out, uint64_t ref_cpu,
 			  uint64_t now, uint64_t *cpu_out)
 {
-	const struct mode *m = mode_get(j);
+	const struct mode *m = wmode(w, j);
 	struct chunk_enc *pe;
 	uint64_t c0 = cpu_ns(CLOCK_THREAD_CPUTIME_ID), p0 = cpu_ns(CLOCK_PROCESS_CPUTIME_ID), in = 0;
 	size_t n, first, plen = 0, clen = 0;
@@ -1225,10 +1248,12 @@ int export_run_adapt(const char *dir, uint32_t until, const struct export_opts *
 		/* the records say how each chunk travels and each frame its codec: the stream is
 		 * decodable whatever mode made which part */
 		w.adaptive = true;
+		w.mbase = (size_t)(mode_find(adapt_mode_name(w.ad, 0)) - mode_get(0));
+		w.nm = adapt_mode_count(w.ad);
 		w.cur = adapt_decide(w.ad, ho_mono_ns());
 		memset(&w.mode, 0, sizeof(w.mode));
 		strcpy(w.mode.name, "adaptive");
-		w.mode.full = mode_get(w.cur);
+		w.mode.full = wmode(&w, w.cur);
 		w.mode.codec = (int)w.mode.full->frame_codec;
 		w.mode.level = w.mode.full->frame_level;
 	} else if ((rc = export_parse_mode(o->mode, &w.mode))) {

@@ -28,6 +28,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <time.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <linux/sockios.h>
@@ -152,7 +153,46 @@ static int tcp_connect(const char *hostport, int timeout_ms, int *out)
 
 /* ---- line reading ----------------------------------------------------------------------------- */
 
-struct lines { int fd; char buf[LINE_MAX_]; size_t len; };
+/* stamp: the connection has SO_TIMESTAMPNS on (lines_stamp), and each line's arrival time, the
+ * kernel's receive time of its newline, is in stamp_ns (ho_mono_ns clock) once it is returned. An
+ * exporter busy compressing reads its acks late, up to a 16 MiB frame's worth of CPU; the time
+ * of reading made a 1 Gbit/s link look like 34 Mbit/s ("saturated": the frames had gone into a
+ * backlog), and the adaptive engine went back to a strong mode for seconds. */
+struct lines { int fd; char buf[LINE_MAX_]; size_t len; bool stamp; uint64_t stamp_ns; };
+
+static void lines_stamp(struct lines *l)
+{
+	int on = 1;
+	l->stamp = setsockopt(l->fd, SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof(on)) == 0;
+}
+
+/* One byte into l->buf with its receive time: a byte at a time, so the time is the segment's
+ * that held it (a read takes the time of the last segment it copied from). Lines are few (an
+ * ack per frame). */
+static ssize_t read_stamped(struct lines *l)
+{
+	union { char buf[CMSG_SPACE(sizeof(struct timespec))]; struct cmsghdr align; } c;
+	struct iovec iov = { l->buf + l->len, 1 };
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = c.buf, .msg_controllen = sizeof(c.buf) };
+	ssize_t n = recvmsg(l->fd, &m, 0);
+
+	if (n == 1 && l->buf[l->len] == '\n') {
+		uint64_t now = ho_mono_ns();
+		struct timespec real;
+		l->stamp_ns = now;
+		for (struct cmsghdr *h = CMSG_FIRSTHDR(&m); h; h = CMSG_NXTHDR(&m, h))
+			if (h->cmsg_level == SOL_SOCKET && h->cmsg_type == SCM_TIMESTAMPNS &&
+			    clock_gettime(CLOCK_REALTIME, &real) == 0) {
+				struct timespec ts;
+				memcpy(&ts, CMSG_DATA(h), sizeof(ts));
+				int64_t age = ((int64_t)real.tv_sec - ts.tv_sec) * 1000000000 + (real.tv_nsec - ts.tv_nsec);
+				/* a clock step makes nonsense: then the time of reading */
+				if (age > 0 && (uint64_t)age < now && age < 60 * (int64_t)1000000000)
+					l->stamp_ns = now - (uint64_t)age;
+			}
+	}
+	return n;
+}
 
 /* One line (without newline) into out. block = false: HO_EBUSY when no complete line is there. */
 static int line_read(struct lines *l, char *out, size_t out_len, bool block)
@@ -176,7 +216,7 @@ static int line_read(struct lines *l, char *out, size_t out_len, bool block)
 			if (poll(&p, 1, 0) <= 0)
 				return HO_EBUSY;
 		}
-		ssize_t n = read(l->fd, l->buf + l->len, sizeof(l->buf) - l->len);
+		ssize_t n = l->stamp ? read_stamped(l) : read(l->fd, l->buf + l->len, sizeof(l->buf) - l->len);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0)
@@ -234,6 +274,8 @@ struct tx {
 	uint64_t sent_seq;         /* frames sent (+1 of the last seq) */
 	uint64_t nacks;            /* acknowledgements received on this connection */
 	uint64_t max_frame;        /* the largest frame sent so far (wire bytes) */
+	bool ack_pend;             /* with ad: an ack not reported to the engine yet (tx_ack) */
+	uint64_t ack_pend_seq, ack_pend_ns;
 	int timeout_ms;            /* for one reply */
 	uint64_t free_until;       /* export_opts.hold: the stream sends regardless until then */
 };
@@ -267,23 +309,53 @@ static int tx_read_line(struct tx *t, char *out, size_t out_len)
 	return line_read(&t->in, out, out_len, true);
 }
 
+/* The pending ack to the engine (acks are cumulative: the latest of a batch says it all). */
+static void tx_ack_report(struct tx *t)
+{
+	uint64_t now = ho_mono_ns();
+	int q;
+
+	if (!t->ack_pend)
+		return;
+	t->ack_pend = false;
+	/* an empty socket now means the link ran dry since the previous ack: that sample only
+	 * shows what we produced (adapt_observe_queue in adapt.h) */
+	if (ioctl(t->fd, SIOCOUTQ, &q) == 0 && q >= 0)
+		adapt_observe_queue(t->ad, (uint64_t)q, now);
+	adapt_frame_acked(t->ad, t->ack_pend_seq, HO_MIN(t->ack_pend_ns, now));
+}
+
+/* An ack for the engine, at its arrival time. Acks that waited unread in the socket were merged
+ * by TCP into one segment, which carries the arrival time of the newest: all of them get that
+ * time, and reported one by one the first would have stood for all the bytes of the batch and
+ * the others for none. So an ack is held while another follows at once and reported with the
+ * last one of its time. */
+static void tx_ack(struct tx *t, uint64_t seq)
+{
+	uint64_t ts = t->in.stamp ? t->in.stamp_ns : ho_mono_ns();
+	struct pollfd p = { .fd = t->fd, .events = POLLIN };
+
+	if (t->ack_pend && t->ack_pend_ns != ts)
+		tx_ack_report(t);
+	t->ack_pend = true;
+	t->ack_pend_seq = seq;
+	t->ack_pend_ns = ts;
+	if (!memchr(t->in.buf, '\n', t->in.len) && !(poll(&p, 1, 0) == 1 && (p.revents & POLLIN)))
+		tx_ack_report(t);
+}
+
 static int tx_handle_line(struct tx *t, const char *line)
 {
 	if (!strncmp(line, "ack ", 4)) {
 		uint64_t seq = strtoull(line + 4, NULL, 10);
 		t->acked = seq + 1;
 		t->nacks++;
-		if (t->ad) {
-			uint64_t now = ho_mono_ns();
-			int q;
-			/* an empty socket now means the link ran dry since the previous ack: that sample
-			 * only shows what we produced (adapt_observe_queue in adapt.h) */
-			if (ioctl(t->fd, SIOCOUTQ, &q) == 0 && q >= 0)
-				adapt_observe_queue(t->ad, (uint64_t)q, now);
-			adapt_frame_acked(t->ad, seq, now);
-		}
+		if (t->ad)
+			tx_ack(t, seq);
 		return 0;
 	}
+	if (t->ad)
+		tx_ack_report(t);
 	if (!strncmp(line, "error ", 6))
 		return t->rc = peer_error(line, "the receiver refused the stream");
 	ho_err("unexpected reply from the receiver: '%.80s'", line);
@@ -554,6 +626,8 @@ int export_to_tcp(const char *dir, uint32_t until, const struct export_opts *o, 
 			close(t.fd);
 			break;
 		}
+		if (t.ad)
+			lines_stamp(&t.in);
 		rc = export_run_adapt(dir, until, &oo, t.ad, tx_emit, &t, res);
 		if (rc == RESTART && !fresh) {
 			adapt_free(t.ad);

@@ -424,6 +424,42 @@ static void test_grow_steps(void)
 	adapt_free(s.a);
 }
 
+/* A saturated sample ends a growth trial, but the estimate falls no lower than what the link was
+ * measured at before the trial: one window of a receiver that stalled is not the link. */
+static void test_grow_floor(void)
+{
+	struct adapt_params p = params();
+	struct adapt_status st;
+	struct adapt *a = adapt_new(modes, NMODES, &p);
+	double t = 1;
+
+	adapt_force(a, ZSTD19);
+	adapt_decide(a, S(t));
+	for (; t < 3; t += 0.2)
+		adapt_observe_net(a, (uint64_t)(MBIT(80) * 0.2), S(0.2), true, S(t));
+	adapt_decide(a, S(t));
+	adapt_status(a, &st);
+	ok(fabs(st.bw_model_Bps - MBIT(80)) < MBIT(2), "measured saturated at 80 Mbit/s (%.1f)", st.bw_model_Bps * 8 / 1e6);
+	/* CPU-bound from here on: unsaturated samples of 20 Mbit/s; the estimate grows */
+	for (; t < 6; t += 0.2) {
+		adapt_observe_net(a, (uint64_t)(MBIT(20) * 0.2), S(0.2), false, S(t));
+		adapt_decide(a, S(t));
+	}
+	adapt_status(a, &st);
+	ok(st.bw_model_Bps > MBIT(200), "not saturated for 3 s: the estimate grew (%.0f Mbit/s)", st.bw_model_Bps * 8 / 1e6);
+	adapt_observe_net(a, (uint64_t)(MBIT(10) * 0.2), S(0.2), true, S(t));
+	adapt_status(a, &st);
+	ok(st.bw_model_Bps > MBIT(75) && st.bw_model_Bps < MBIT(100),
+	   "a saturated sample of 10 Mbit/s ends the guess at the 80 measured before it (%.1f Mbit/s)",
+	   st.bw_model_Bps * 8 / 1e6);
+	for (int k = 0; k < 10; k++, t += 0.2)
+		adapt_observe_net(a, (uint64_t)(MBIT(10) * 0.2), S(0.2), true, S(t + 0.2));
+	adapt_status(a, &st);
+	ok(st.bw_model_Bps < MBIT(20), "...and saturated samples that persist bring it down (%.1f Mbit/s)",
+	   st.bw_model_Bps * 8 / 1e6);
+	adapt_free(a);
+}
+
 /* One wild sample does not move the estimate by itself (a starved exporter reads acks late and
  * sees 10x swings); a step that persists does, within a few hundred ms. */
 static void test_wild_sample(void)
@@ -848,7 +884,7 @@ static void test_learn_hold(void)
 	size_t first;
 
 	/* a sample that makes every mode CPU-bound at the guess: lz4 would win on it */
-	for (int how = 0; how < 4; how++) {
+	for (int how = 0; how < 6; how++) {
 		a = adapt_new(modes, NMODES, &p);
 		first = adapt_decide(a, S(1));
 		struct adapt_status st;
@@ -856,9 +892,12 @@ static void test_learn_hold(void)
 		is_int(adapt_decide(a, S(1.1)), first, "unmeasured link: the first mode holds against a guess");
 		adapt_status(a, &st);
 		is_int(st.decisions, 0, "...not even evaluating it");
+		ok(st.learning, "...and says it is learning the link");
 		if (how == 0) {
 			is_int(adapt_decide(a, S(1.9)), first, "...for up to a second without acks");
 			ok(adapt_decide(a, S(2.1)) != first, "...then the guess decides");
+			adapt_status(a, &st);
+			ok(!st.learning, "...and it no longer says it is learning");
 		} else if (how == 1) {
 			adapt_observe_net(a, (uint64_t)(MBIT(5) * 0.2), S(0.2), true, S(1.3));
 			adapt_decide(a, S(1.35));
@@ -869,11 +908,27 @@ static void test_learn_hold(void)
 			adapt_observe_net(a, (uint64_t)(MBIT(400) * 0.2), S(0.2), false, S(1.3));
 			ok(adapt_decide(a, S(1.35)) < first, "carrying 400 Mbit/s unsaturated ends the hold: lighter (%s)",
 			   adapt_mode_name(a, adapt_decide(a, S(1.35))));
-		} else {
+		} else if (how == 3) {
 			for (int k = 0; k < 4; k++)
 				adapt_observe_queue(a, 0, S(1.2 + k * 0.01));
 			ok(adapt_decide(a, S(1.3)) < first, "the socket drained at 4 acks in a row ends the hold: lighter (%s)",
 			   adapt_mode_name(a, adapt_decide(a, S(1.3))));
+		} else {
+			/* frames written into an empty socket: 8 of them over 140 ms end the hold; 8 in
+			 * 70 ms (a burst into a socket that had room) or 7 over 140 ms, or 8 with one into a
+			 * backlog among them, do not */
+			bool backlog = how == 5;
+			for (int k = 0; k < 8; k++)
+				adapt_frame_sent(a, (uint64_t)k, 4096, backlog && k == 4 ? 8192 : 0, S(1.2 + k * 0.01));
+			ok(adapt_decide(a, S(1.28)) == first, "%s: 8 frames into an empty socket within 70 ms: the hold stays",
+			   backlog ? "backlog" : "idle");
+			for (int k = 8; k < 15; k++)
+				adapt_frame_sent(a, (uint64_t)k, 4096, 0, S(1.2 + k * 0.01));
+			if (backlog)
+				is_int(adapt_decide(a, S(1.35)), first, "...nor 10 since the one written into a backlog");
+			else
+				ok(adapt_decide(a, S(1.35)) < first, "...15 over 140 ms end it: lighter (%s)",
+				   adapt_mode_name(a, adapt_decide(a, S(1.35))));
 		}
 		adapt_free(a);
 	}
@@ -1022,6 +1077,11 @@ static void test_progress(void)
 	ok(strstr(buf, "eta ?") != NULL, "human: unknown eta is '?'");
 	is_int(adapt_progress_line(&st, 1, tiny, sizeof(tiny)), HO_ELIMIT, "too small a buffer is refused");
 	is_str(tiny, "", "...and left empty");
+	ok(adapt_progress_due(a, S(3.5), S(1), false), "the first progress line is due");
+	ok(!adapt_progress_due(a, S(4), S(1), false), "...the next one only after the interval");
+	adapt_status(a, &st);
+	adapt_progress_line(&st, 1, buf, sizeof(buf));
+	ok(strstr(buf, "\"elapsed_s\":2.50}") != NULL, "json: elapsed_s counts from the first decision (%s)", buf);
 	adapt_free(a);
 }
 
@@ -1199,6 +1259,7 @@ int main(void)
 	test_grow_gate();
 	test_big_gain();
 	test_learn_hold();
+	test_grow_floor();
 	test_probe_budget_load();
 	test_beats_static();
 	test_progress();

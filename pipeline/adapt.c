@@ -148,7 +148,7 @@ struct adapt {
 	uint64_t send_idle_t;        /* ... since */
 	bool first_t_set;
 	bool learning;               /* adapt_decide() holds the first mode until the link is learnt */
-	uint64_t first_t;            /* the first adapt_decide() */
+	uint64_t first_t;            /* the first adapt_decide() or progress line (elapsed_s) */
 	uint64_t net_grow_t;         /* last time the app-limited growth was applied */
 	uint64_t grow_after;         /* current wait before growing (backs off on failures) */
 	bool grown;                  /* bw estimate inflated since the last saturated sample */
@@ -184,8 +184,6 @@ struct adapt {
 	uint64_t input_remaining, bytes_sent;
 	unsigned decisions, switches, probes;
 	uint64_t progress_t;         /* adapt_progress_due(): the last line */
-	uint64_t start_t;            /* the first decision or progress line (elapsed_s) */
-	bool start_set;
 	bool progress_any;
 };
 
@@ -651,7 +649,7 @@ void adapt_observe_net(struct adapt *a, uint64_t acked_bytes, uint64_t wall_ns, 
 		a->net_grow_t = now_ns;
 	}
 	ho_debug("link sample at %.3f s: %.3g B/s over %.0f ms, %s (estimate %.3g B/s%s)",
-	         (double)(now_ns - a->start_t) / NS_PER_S, x, (double)a->net_acc_ns / 1e6,
+	         (double)(now_ns - a->first_t) / NS_PER_S, x, (double)a->net_acc_ns / 1e6,
 	         a->net_acc_sat ? "saturated" : "not saturated", a->bw.slow.v, a->grown ? ", grown" : "");
 	if (a->net_acc_sat) {
 		a->sat_seen = true;
@@ -778,16 +776,22 @@ void adapt_observe_cpu(struct adapt *a, double available_fraction, uint64_t now_
 	cpu_add(a, available_fraction, false, now_ns, 0);
 }
 
+/* The engine's clock starts at its first decision or progress line (the learning hold, elapsed_s). */
+static void mark_first(struct adapt *a, uint64_t now_ns)
+{
+	if (!a->first_t_set) {
+		a->first_t_set = true;
+		a->first_t = now_ns;
+	}
+}
+
 bool adapt_progress_due(struct adapt *a, uint64_t now_ns, uint64_t interval_ns, bool force)
 {
 	if (!force && a->progress_any && now_ns - a->progress_t < interval_ns)
 		return false;
 	a->progress_any = true;
 	a->progress_t = now_ns;
-	if (!a->start_set) {
-		a->start_set = true;
-		a->start_t = now_ns;
-	}
+	mark_first(a, now_ns);
 	return true;
 }
 
@@ -850,10 +854,7 @@ size_t adapt_decide(struct adapt *a, uint64_t now_ns)
 	size_t best;
 	double cb, cc;
 
-	if (!a->start_set) {
-		a->start_set = true;
-		a->start_t = now_ns;
-	}
+	mark_first(a, now_ns);
 	net_grow(a, now_ns);
 	if (a->forced >= 0)
 		return a->cur = (size_t)a->forced;
@@ -866,10 +867,6 @@ size_t adapt_decide(struct adapt *a, uint64_t now_ns)
 	 * until the acks tell: on a thin link, for seconds of it. Keep the initial mode until the
 	 * link was seen saturated (it is as thin as it carries) or carrying more than the guess
 	 * without being saturated (it is fat), or for NET_LEARN_NS (a file: no acks at all). */
-	if (!a->first_t_set) {
-		a->first_t_set = true;
-		a->first_t = now_ns;
-	}
 	a->learning = !a->sat_seen && !a->fat_seen && now_ns - a->first_t < NET_LEARN_NS;
 	if (a->learning)
 		return a->cur;
@@ -1073,7 +1070,7 @@ void adapt_status(const struct adapt *a, struct adapt_status *st)
 	st->probes = a->probes;
 	st->net_measured_s = (double)a->net_ns / NS_PER_S;
 	st->learning = a->learning;
-	st->elapsed_s = a->start_set && a->progress_t > a->start_t ? (double)(a->progress_t - a->start_t) / NS_PER_S : 0;
+	st->elapsed_s = a->first_t_set && a->progress_t > a->first_t ? (double)(a->progress_t - a->first_t) / NS_PER_S : 0;
 }
 
 /* ---- progress lines ------------------------------------------------------------------------ */

@@ -143,12 +143,13 @@ struct adapt {
 	bool fat_seen;               /* ...or one, not saturated, above the estimate, or the socket
 	                                seen empty FAT_IDLE_RUN acks or FAT_SEND_RUN frames in a
 	                                row: it is fat */
+	bool drained_seen;           /* the socket seen empty, as for fat_seen (not a sample) */
 	unsigned q_idle_run;
 	unsigned send_idle_run;      /* frames written into an empty socket in a row ... */
 	uint64_t send_idle_t;        /* ... since */
 	bool first_t_set;
 	bool learning;               /* adapt_decide() holds the first mode until the link is learnt */
-	uint64_t first_t;            /* the first adapt_decide() or progress line (elapsed_s) */
+	uint64_t first_t;            /* the first adapt_decide(): the learning hold counts from it */
 	uint64_t net_grow_t;         /* last time the app-limited growth was applied */
 	uint64_t grow_after;         /* current wait before growing (backs off on failures) */
 	bool grown;                  /* bw estimate inflated since the last saturated sample */
@@ -184,6 +185,11 @@ struct adapt {
 	uint64_t input_remaining, bytes_sent;
 	unsigned decisions, switches, probes;
 	uint64_t progress_t;         /* adapt_progress_due(): the last line */
+	/* The first decision or progress line (elapsed_s, debug lines). Not first_t: the exporter's
+	 * first progress line can come well before its first decision, and a learning hold counted
+	 * from it ended before the link was learnt (t4920 failed 3 times in 4 with one clock). */
+	uint64_t start_t;
+	bool start_set;
 	bool progress_any;
 };
 
@@ -392,10 +398,24 @@ static double eff_ratio(const struct adapt *a, size_t i)
 	return m->ratio.v;
 }
 
+/* Until a sample showed the link saturated, its estimate is a lower bound (what it carried) or a
+ * guess. Once it was seen draining what we gave it, the link is taken to carry what any mode makes
+ * (adapt_decide takes the cheapest) until a saturated sample says otherwise; from then on the
+ * samples measure it and the ratios count again. Growing the estimate from what a CPU-bound strong
+ * mode carried (a tenth of a 1 Gbit/s link) took seconds, spent in modes at half the cheapest
+ * one's speed (bench/adapt.sh, 1 Gbit/s: 1.13 to 1.62 times xor-lz4's time). */
+static bool link_unbounded(const struct adapt *a)
+{
+	/* the socket's emptiness, not a sample above the guess: with tbf's burst and ack timing, a
+	 * 100 Mbit/s link showed 124 Mbit/s unsaturated before its first saturated sample */
+	return a->drained_seen && !a->sat_seen;
+}
+
 static double predict(const struct adapt *a, size_t i, double *p_out, double *n_out)
 {
 	double p = proc_rate(a, i);
-	double n = HO_MAX(a->bw.slow.v, MIN_RATE) / HO_MAX(eff_ratio(a, i), MIN_RATIO);
+	double n = link_unbounded(a) ? HUGE_VAL :
+	           HO_MAX(a->bw.slow.v, MIN_RATE) / HO_MAX(eff_ratio(a, i), MIN_RATIO);
 
 	if (p_out)
 		*p_out = p;
@@ -649,16 +669,20 @@ void adapt_observe_net(struct adapt *a, uint64_t acked_bytes, uint64_t wall_ns, 
 		a->net_grow_t = now_ns;
 	}
 	ho_debug("link sample at %.3f s: %.3g B/s over %.0f ms, %s (estimate %.3g B/s%s)",
-	         (double)(now_ns - a->first_t) / NS_PER_S, x, (double)a->net_acc_ns / 1e6,
+	         (double)(now_ns - a->start_t) / NS_PER_S, x, (double)a->net_acc_ns / 1e6,
 	         a->net_acc_sat ? "saturated" : "not saturated", a->bw.slow.v, a->grown ? ", grown" : "");
 	if (a->net_acc_sat) {
-		a->sat_seen = true;
 		/* an inflated value was a guess: let the truth replace it at once, but not below what
 		 * was measured before the guess and what the link carried during it (bw_meas): one
 		 * window of a receiver that stalled (a CPU it shares with us, its fdatasync) showed a
 		 * 1 Gbit/s link at 120 Mbit/s, and the engine went back to zstd for seconds */
 		est_add(a, &a->bw, a->grown ? HO_MAX(x, a->bw_meas) : x, now_ns,
 		        a->grown ? a->p.tau_net_ns * 8 : a->net_acc_ns, a->p.tau_net_ns);
+		/* the first: the link is being measured, and the cheapest mode taken while it had only
+		 * been seen draining (link_unbounded) gives way at once, dwell or not */
+		if (!a->sat_seen)
+			a->big_pending = true;
+		a->sat_seen = true;
 		a->grown = false;
 		a->net_last_sat = now_ns;
 		a->net_grow_t = now_ns;
@@ -692,8 +716,8 @@ int adapt_frame_sent(struct adapt *a, uint64_t seq, uint64_t wire_bytes, uint64_
 	if (queued_bytes == 0) {
 		if (!a->send_idle_run++)
 			a->send_idle_t = now_ns;
-		if (!a->fat_seen && a->send_idle_run >= FAT_SEND_RUN && now_ns - a->send_idle_t >= FAT_SEND_NS) {
-			a->fat_seen = true;
+		if (!a->drained_seen && a->send_idle_run >= FAT_SEND_RUN && now_ns - a->send_idle_t >= FAT_SEND_NS) {
+			a->fat_seen = a->drained_seen = true;
 			ho_debug("the link drained %u frames in a row over %.0f ms: it is not the bottleneck",
 			         a->send_idle_run, (double)(now_ns - a->send_idle_t) / 1e6);
 		}
@@ -763,7 +787,7 @@ void adapt_observe_queue(struct adapt *a, uint64_t queued_bytes, uint64_t now_ns
 		a->q_idle_seen = true;
 		/* the link drained all we gave it, time after time: it is faster than we produce */
 		if (++a->q_idle_run >= FAT_IDLE_RUN)
-			a->fat_seen = true;
+			a->fat_seen = a->drained_seen = true;
 	} else {
 		a->q_idle_run = 0;
 	}
@@ -776,12 +800,12 @@ void adapt_observe_cpu(struct adapt *a, double available_fraction, uint64_t now_
 	cpu_add(a, available_fraction, false, now_ns, 0);
 }
 
-/* The engine's clock starts at its first decision or progress line (the learning hold, elapsed_s). */
-static void mark_first(struct adapt *a, uint64_t now_ns)
+/* The clock of elapsed_s starts at the first decision or progress line. */
+static void mark_start(struct adapt *a, uint64_t now_ns)
 {
-	if (!a->first_t_set) {
-		a->first_t_set = true;
-		a->first_t = now_ns;
+	if (!a->start_set) {
+		a->start_set = true;
+		a->start_t = now_ns;
 	}
 }
 
@@ -791,7 +815,7 @@ bool adapt_progress_due(struct adapt *a, uint64_t now_ns, uint64_t interval_ns, 
 		return false;
 	a->progress_any = true;
 	a->progress_t = now_ns;
-	mark_first(a, now_ns);
+	mark_start(a, now_ns);
 	return true;
 }
 
@@ -810,7 +834,7 @@ static void net_grow(struct adapt *a, uint64_t now)
 {
 	uint64_t from;
 
-	if (!a->net_seen || a->p.net_grow_after_ns == UINT64_MAX || now <= a->net_grow_t)
+	if (!a->net_seen || a->p.net_grow_after_ns == UINT64_MAX || now <= a->net_grow_t || link_unbounded(a))
 		return;
 	/* wait from the last saturated sample or the last switch, whichever is later: a new mode's
 	 * own samples come first */
@@ -854,8 +878,10 @@ size_t adapt_decide(struct adapt *a, uint64_t now_ns)
 	size_t best;
 	double cb, cc;
 
-	mark_first(a, now_ns);
+	mark_start(a, now_ns);
 	net_grow(a, now_ns);
+	if (link_unbounded(a))
+		a->grown = false;       /* a guess grown before the link was seen draining counts no more */
 	if (a->forced >= 0)
 		return a->cur = (size_t)a->forced;
 	/* while the bandwidth estimate is being inflated, look at every frame: the point is to leave a
@@ -867,10 +893,28 @@ size_t adapt_decide(struct adapt *a, uint64_t now_ns)
 	 * until the acks tell: on a thin link, for seconds of it. Keep the initial mode until the
 	 * link was seen saturated (it is as thin as it carries) or carrying more than the guess
 	 * without being saturated (it is fat), or for NET_LEARN_NS (a file: no acks at all). */
+	if (!a->first_t_set) {
+		a->first_t_set = true;
+		a->first_t = now_ns;
+	}
 	a->learning = !a->sat_seen && !a->fat_seen && now_ns - a->first_t < NET_LEARN_NS;
 	if (a->learning)
 		return a->cur;
 	a->decisions++;
+	if (link_unbounded(a)) {
+		/* the set's first mode, its cheapest, whatever the predictions: they come from the
+		 * first small frames and probes, and one put delta-lz4 at 9.4e8 B/s, held for the
+		 * whole dwell at a fifth of that where xor-lz4 ran at twice it */
+		if (a->cur != 0) {
+			ho_debug("mode '%s' -> '%s': the link was never the bottleneck", a->m[a->cur].name, a->m[0].name);
+			a->prev_mode = a->n;    /* a trial, not a choice: going back is no flap */
+			a->cur = 0;
+			a->switched = true;
+			a->last_switch = now_ns;
+			a->switches++;
+		}
+		goto out;
+	}
 	best = best_mode(a);
 	/* an inflated bandwidth estimate is a guess that grows until something lighter wins: try the
 	 * next lighter mode predicted to win, not the lightest (whose win would only be as big as the
@@ -928,6 +972,7 @@ size_t adapt_decide(struct adapt *a, uint64_t now_ns)
 			a->switches++;
 		}
 	}
+out:
 	a->evaluated = true;
 	a->last_eval = now_ns;
 	a->big_pending = false;
@@ -1070,7 +1115,7 @@ void adapt_status(const struct adapt *a, struct adapt_status *st)
 	st->probes = a->probes;
 	st->net_measured_s = (double)a->net_ns / NS_PER_S;
 	st->learning = a->learning;
-	st->elapsed_s = a->first_t_set && a->progress_t > a->first_t ? (double)(a->progress_t - a->first_t) / NS_PER_S : 0;
+	st->elapsed_s = a->start_set && a->progress_t > a->start_t ? (double)(a->progress_t - a->start_t) / NS_PER_S : 0;
 }
 
 /* ---- progress lines ------------------------------------------------------------------------ */

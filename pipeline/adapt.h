@@ -42,11 +42,15 @@
  * Until the link was measured (a saturated sample: it is as thin as it carried; or one above the
  * guess, or the socket drained at FAT_IDLE_RUN acks in a row: it is fat) the bandwidth is the
  * initial guess, and adapt_decide() keeps the initial mode, for at most a second; adapt_status()
- * then reports what the link carried, not the guess.
+ * then reports what the link carried, not the guess. A link seen draining (the socket empty, at
+ * FAT_IDLE_RUN acks or FAT_SEND_RUN frames in a row) and never saturated gets the set's first,
+ * cheapest mode whatever the predictions: B is unknown above what the link carried, and a mode
+ * that fills it shows a saturated sample, which re-decides at once.
  *
  * What the link can carry is only seen while it is the bottleneck: a network sample taken while
- * the sender ran dry is a lower bound that can raise B but not lower it. A heavy mode on a fat link
- * would so never learn that a lighter one pays; after net_grow_after of such samples B is grown
+ * the sender ran dry is a lower bound that can raise B but not lower it. A heavy mode on a link
+ * measured once that then turned fat would so never learn that a lighter one pays; after
+ * net_grow_after of such samples B is grown
  * until a lighter mode wins, which then either fills the link (and B is measured again, the engine
  * goes back, and the next try waits twice as long) or proves the link fat.
  *

@@ -154,6 +154,7 @@ struct sim {
 	double consumed;          /* dirty input consumed */
 	double probe_cpu;         /* CPU seconds spent on probes */
 	unsigned nprobes, probe_far;
+	uint64_t seq;             /* frames sent */
 	double last_probe_t;
 	double min_probe_gap;
 };
@@ -207,8 +208,13 @@ static void sim_run(struct sim *s, double secs)
 		s->on_mode[m] += dt;
 		adapt_observe_mode(s->a, m, (uint64_t)in, (uint64_t)(in * sim_ratio(s, m)), (uint64_t)(cpu * 1e9),
 		                   (uint64_t)(wall * 1e9), (unsigned)threads, now);
-		if (!s->net_off)
+		if (!s->net_off) {
+			/* the frame goes into a backlog when the link is the bottleneck, else into an
+			 * empty socket, as the exporter tells (adapt_frame_sent) */
+			adapt_frame_sent(s->a, s->seq++, (uint64_t)(in * sim_ratio(s, m)),
+			                 sat ? (uint64_t)(in * sim_ratio(s, m)) + 1 : 0, now);
 			adapt_observe_net(s->a, (uint64_t)(in * sim_ratio(s, m)), S(dt), sat, now);
+		}
 		if (s->meter)
 			adapt_observe_cpu(s->a, s->avail, now);
 		if (s->probes && adapt_probe_due(s->a, now, &j)) {
@@ -397,9 +403,10 @@ static void test_grow_backoff(void)
 }
 
 /* A big drop right after a switch re-decides at once, dwell or not. */
-/* A CPU-bound strong mode on a fat link never sees the link's capacity; the estimate grows until
- * something lighter wins. That guess moves one mode lighter at a time (to the lightest in one go,
- * a fat guess would put a heavy mode's thin link on raw). */
+/* A link measured once (saturated at 5 Mbit/s) that turns fat: a CPU-bound strong mode never sees
+ * its new capacity; the estimate grows until something lighter wins. That guess moves one mode
+ * lighter at a time (to the lightest in one go, a fat guess would put a heavy mode's thin link on
+ * raw). */
 static void test_grow_steps(void)
 {
 	struct adapt_params p = params();
@@ -407,9 +414,11 @@ static void test_grow_steps(void)
 	struct adapt_status st;
 	size_t first = SIZE_MAX;
 
-	sim_init(&s, adapt_new(modes, NMODES, &p), 1000);
+	sim_init(&s, adapt_new(modes, NMODES, &p), 5);
 	s.probes = false;
 	adapt_force(s.a, ZSTD19);
+	sim_run(&s, 2);
+	s.bw = MBIT(1000);
 	sim_run(&s, 2);
 	adapt_force(s.a, -1);
 	for (int i = 0; i < 200 && first == SIZE_MAX; i++) {
@@ -422,6 +431,78 @@ static void test_grow_steps(void)
 	adapt_status(s.a, &st);
 	is_str(st.mode_name, "lz4", "...and steps on to lz4 on a 1 Gbit/s link");
 	adapt_free(s.a);
+}
+
+/* A link never seen saturated, and seen draining (frames written into an empty socket, not one
+ * sample saturated): its estimate is a lower bound, and the engine goes to the cheapest mode at
+ * once, however the first small samples predict the modes. The first saturated sample re-decides
+ * at once, the samples measure the link, and the ratios count again. */
+static void test_unbounded(void)
+{
+	struct adapt_params p = params();
+	struct adapt_status st;
+
+	for (int thin = 0; thin < 2; thin++) {
+		struct sim s;
+		size_t first = SIZE_MAX;
+		double mbit = thin ? 25 : 1000;
+		sim_init(&s, adapt_new(modes, NMODES, &p), mbit);
+		s.probes = false;
+		adapt_force(s.a, ZSTD19);       /* CPU-bound: 1.6 MB/s of output, the link drains it */
+		sim_run(&s, 1);
+		adapt_force(s.a, -1);
+		/* predictions that favour the current mode: the cheapest goes all the same */
+		adapt_observe_probe(s.a, ZSTD19, 1 << 20, 1 << 16, S(0.0001), S(0.0001), S(s.t));
+		adapt_status(s.a, &st);
+		ok(st.window_Bps < MBIT(mbit) * 0.6, "%g Mbit/s, never saturated: the link is known for what it carried "
+		   "(%.1f Mbit/s)", mbit, st.window_Bps * 8 / 1e6);
+		for (int i = 0; i < 40 && first == SIZE_MAX; i++) {
+			sim_run(&s, 0.05);
+			if (sim_mode(&s) != ZSTD19)
+				first = sim_mode(&s);
+		}
+		is_int(first, NONE, "...the engine goes straight to the cheapest mode");
+		sim_run(&s, 1);
+		adapt_status(s.a, &st);
+		ok(st.bw_model_Bps > MBIT(mbit) * 0.7 && st.bw_model_Bps < MBIT(mbit) * 1.05,
+		   "...whose saturated samples measure the link within a second (%.1f Mbit/s)",
+		   st.bw_model_Bps * 8 / 1e6);
+		sim_run(&s, 3);
+		adapt_status(s.a, &st);
+		is_str(st.mode_name, thin ? "zstd-9" : "lz4", thin ? "...and the ratios choose again: zstd-9 at 25 Mbit/s" :
+		       "...and the ratios choose again: lz4 at 1 Gbit/s");
+		adapt_free(s.a);
+	}
+	/* a sample above the guess, unsaturated, is no drained socket: tbf's burst and ack timing
+	 * showed a 100 Mbit/s link at 124 Mbit/s. It ends the learning hold; the ratios decide. */
+	struct adapt *a = adapt_new(modes, NMODES, &p);
+	adapt_decide(a, S(1));
+	adapt_frame_sent(a, 0, 1 << 20, 1 << 20, S(1.05));
+	adapt_observe_net(a, (uint64_t)(MBIT(124) * 0.16), S(0.16), false, S(1.2));
+	is_int(adapt_decide(a, S(1.25)), ZSTD9, "an unsaturated sample at 124 Mbit/s: the predictions decide (zstd-9)");
+	adapt_free(a);
+}
+
+/* The learning hold counts from the first decision, not from a progress line before it: the
+ * exporter prints one while it still sets up, and a hold counted from it ended before the link was
+ * learnt (t4920). elapsed_s counts from the progress line. */
+static void test_learn_clock(void)
+{
+	struct adapt_params p = params();
+	struct adapt_status st;
+	struct adapt *a = adapt_new(modes, NMODES, &p);
+	size_t first;
+
+	ok(adapt_progress_due(a, S(1), S(0.5), false), "a progress line before any decision");
+	first = adapt_decide(a, S(1.8));
+	adapt_observe_probe(a, LZ4, 1 << 20, 1 << 14, S(0.002), S(0.002), S(1.9));
+	is_int(adapt_decide(a, S(2.5)), first, "1.5 s after the line, 0.7 s after the first decision: still learning");
+	adapt_status(a, &st);
+	ok(st.learning, "...and it says so");
+	ok(adapt_progress_due(a, S(2.6), S(0.5), false), "the next line");
+	adapt_status(a, &st);
+	ok(fabs(st.elapsed_s - 1.6) < 1e-6, "elapsed_s counts from the first line (%.2f s)", st.elapsed_s);
+	adapt_free(a);
 }
 
 /* A saturated sample ends a growth trial, but the estimate falls no lower than what the link was
@@ -850,9 +931,11 @@ static void test_grow_gate(void)
 	size_t first = SIZE_MAX;
 	double max_seen = 6e6 * 0.26;     /* zstd-19, CPU-bound on 2 cores: what the acks showed */
 
-	sim_init(&s, adapt_new(modes, NMODES, &p), 1000);
+	sim_init(&s, adapt_new(modes, NMODES, &p), 5);     /* measured once, as in test_grow_steps */
 	s.probes = false;
 	adapt_force(s.a, ZSTD19);
+	sim_run(&s, 2);
+	s.bw = MBIT(1000);
 	sim_run(&s, 2);
 	adapt_force(s.a, -1);
 	s.net_off = true;
@@ -1260,6 +1343,8 @@ int main(void)
 	test_big_gain();
 	test_learn_hold();
 	test_grow_floor();
+	test_unbounded();
+	test_learn_clock();
 	test_probe_budget_load();
 	test_beats_static();
 	test_progress();

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include "common/common.h"
 #include "overlay/overlay.h"
@@ -54,6 +55,24 @@ static void sig_of(const struct stat *st, struct statsig *s)
 	s->ctime_ns = (uint64_t)st->st_ctim.tv_sec * 1000000000ull + (uint64_t)st->st_ctim.tv_nsec;
 }
 
+/* A base changed within its file system's timestamp granularity of the moment its signature was
+ * taken can keep its mtime and ctime (t3020 once mounted over a base changed in place 0 s after
+ * the overlay was made over it): as git does with racy index entries, a signature taken that
+ * close to the file's last change is written as one no stat matches, so the next attach hashes
+ * the content again (and writes a settled signature). */
+#define RACY_NS 2000000000ull
+
+static uint64_t sig_mtime_to_write(const struct statsig *s)
+{
+	struct timespec now;
+	uint64_t n;
+
+	if (clock_gettime(CLOCK_REALTIME, &now) < 0)
+		return UINT64_MAX;
+	n = (uint64_t)now.tv_sec * 1000000000ull + (uint64_t)now.tv_nsec;
+	return s->mtime_ns + RACY_NS > n || s->ctime_ns + RACY_NS > n ? UINT64_MAX : s->mtime_ns;
+}
+
 /* ---- meta file ----------------------------------------------------------------------------- */
 
 static int meta_write(struct overlay *ov)
@@ -75,11 +94,20 @@ static int meta_write(struct overlay *ov)
 		if (!im->id.zero)
 			fprintf(f, "%s.stat %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 "\n"
 				"%s.path %s\n", image_names[i], im->sig.dev, im->sig.ino, im->sig.size,
-				im->sig.mtime_ns, im->sig.ctime_ns, image_names[i], im->base_path);
+				sig_mtime_to_write(&im->sig), im->sig.ctime_ns, image_names[i], im->base_path);
 	}
 	fclose(f);
 	path = ho_path_join(ov->dir, META_NAME);
+	/* the meta's mtime is the overlay's creation time, the stable mtime the mount reports
+	 * (fs.c): a rewrite (a base's new signature) keeps it */
+	struct stat old;
+	bool had = path && stat(path, &old) == 0;
 	rc = path ? ho_write_file_atomic(path, buf, len) : HO_ENOMEM;
+	if (!rc && had) {
+		struct timespec ts[2] = { old.st_atim, old.st_mtim };
+		if (utimensat(AT_FDCWD, path, ts, 0) < 0)
+			ho_warn("cannot keep the mtime of '%s': %s", path, strerror(errno));
+	}
 	free(path);
 	free(buf);
 	return rc;

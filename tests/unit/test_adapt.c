@@ -464,14 +464,37 @@ static void test_unbounded(void)
 		is_int(first, NONE, "...the engine goes straight to the cheapest mode");
 		sim_run(&s, 1);
 		adapt_status(s.a, &st);
-		ok(st.bw_model_Bps > MBIT(mbit) * 0.7 && st.bw_model_Bps < MBIT(mbit) * 1.05,
+		ok(st.bandwidth_Bps > MBIT(mbit) * 0.7 && st.bandwidth_Bps < MBIT(mbit) * 1.05,
 		   "...whose saturated samples measure the link within a second (%.1f Mbit/s)",
-		   st.bw_model_Bps * 8 / 1e6);
+		   st.bandwidth_Bps * 8 / 1e6);
 		sim_run(&s, 3);
 		adapt_status(s.a, &st);
 		is_str(st.mode_name, thin ? "zstd-9" : "lz4", thin ? "...and the ratios choose again: zstd-9 at 25 Mbit/s" :
 		       "...and the ratios choose again: lz4 at 1 Gbit/s");
 		adapt_free(s.a);
+	}
+	/* drained and carrying 900 Mbit/s, then one saturated window at 300 Mbit/s (a receiver on
+	 * the same cores fell behind): the estimate stays at what the link carried; saturated
+	 * samples that keep coming bring it down */
+	{
+		struct adapt *b = adapt_new(modes, NMODES, &p);
+		double t = 1;
+		adapt_decide(b, S(t));
+		for (int k = 0; k < 10; k++)
+			adapt_frame_sent(b, (uint64_t)k, 1 << 20, 0, S(t += 0.02));
+		for (int k = 0; k < 4; k++)
+			adapt_observe_net(b, (uint64_t)(MBIT(900) * 0.2), S(0.2), false, S(t += 0.2));
+		adapt_decide(b, S(t));
+		adapt_observe_net(b, (uint64_t)(MBIT(300) * 0.2), S(0.2), true, S(t += 0.2));
+		adapt_status(b, &st);
+		ok(st.bw_model_Bps >= MBIT(899), "drained at 900 Mbit/s, then one saturated window at 300: the "
+		   "estimate stays (%.0f Mbit/s)", st.bw_model_Bps * 8 / 1e6);
+		for (int k = 0; k < 10; k++)
+			adapt_observe_net(b, (uint64_t)(MBIT(300) * 0.2), S(0.2), true, S(t += 0.2));
+		adapt_status(b, &st);
+		ok(st.bw_model_Bps < MBIT(330), "...saturated samples that keep coming bring it to 300 (%.0f Mbit/s)",
+		   st.bw_model_Bps * 8 / 1e6);
+		adapt_free(b);
 	}
 	/* a sample above the guess, unsaturated, is no drained socket: tbf's burst and ack timing
 	 * showed a 100 Mbit/s link at 124 Mbit/s. It ends the learning hold; the ratios decide. */

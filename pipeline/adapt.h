@@ -45,7 +45,8 @@
  * then reports what the link carried, not the guess. A link seen draining (the socket empty, at
  * FAT_IDLE_RUN acks or FAT_SEND_RUN frames in a row) and never saturated gets the set's first,
  * cheapest mode whatever the predictions: B is unknown above what the link carried, and a mode
- * that fills it shows a saturated sample, which re-decides at once.
+ * that fills it shows a saturated sample, which re-decides at once (that first one sets B no lower
+ * than the most the link carried; the ones after it measure the link).
  *
  * What the link can carry is only seen while it is the bottleneck: a network sample taken while
  * the sender ran dry is a lower bound that can raise B but not lower it. A heavy mode on a link

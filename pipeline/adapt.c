@@ -879,6 +879,16 @@ static void grow_account(struct adapt *a, size_t to, uint64_t now)
 	}
 }
 
+/* Make `to` current; `prev` is what a switch straight back would count as a flap against. */
+static void switch_to(struct adapt *a, size_t to, size_t prev, uint64_t now_ns)
+{
+	a->prev_mode = prev;
+	a->cur = to;
+	a->switched = true;
+	a->last_switch = now_ns;
+	a->switches++;
+}
+
 size_t adapt_decide(struct adapt *a, uint64_t now_ns)
 {
 	size_t best;
@@ -913,11 +923,7 @@ size_t adapt_decide(struct adapt *a, uint64_t now_ns)
 		 * whole dwell at a fifth of that where xor-lz4 ran at twice it */
 		if (a->cur != 0) {
 			ho_debug("mode '%s' -> '%s': the link was never the bottleneck", a->m[a->cur].name, a->m[0].name);
-			a->prev_mode = a->n;    /* a trial, not a choice: going back is no flap */
-			a->cur = 0;
-			a->switched = true;
-			a->last_switch = now_ns;
-			a->switches++;
+			switch_to(a, 0, a->n, now_ns);  /* a trial, not a choice: going back is no flap */
 		}
 		goto out;
 	}
@@ -968,14 +974,10 @@ size_t adapt_decide(struct adapt *a, uint64_t now_ns)
 		    (a->big_pending || lighter || big_gain || dwelt)) {
 			if (back && !lighter && now_ns - a->last_switch < FLAP_FORGET * a->p.min_dwell_ns)
 				a->flaps = HO_MIN(a->flaps + 1, (unsigned)FLAP_MAX);
-			a->prev_mode = a->cur;
 			ho_debug("mode '%s' -> '%s': predicted %.3g -> %.3g B/s (bw %.3g B/s, cpu %.2f)",
 			         a->m[a->cur].name, a->m[best].name, cc, cb, a->bw.slow.v, a->cpu.slow.v);
 			grow_account(a, best, now_ns);
-			a->cur = best;
-			a->switched = true;
-			a->last_switch = now_ns;
-			a->switches++;
+			switch_to(a, best, a->cur, now_ns);
 		}
 	}
 out:

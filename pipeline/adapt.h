@@ -207,6 +207,15 @@ int adapt_frame_acked(struct adapt *a, uint64_t seq, uint64_t now_ns);
  * a sample then only raises the estimate. */
 void adapt_observe_queue(struct adapt *a, uint64_t queued_bytes, uint64_t now_ns);
 
+/* The transport measures the link itself and calls adapt_observe_net() (on: from now on), e.g.
+ * from TCP's own acknowledgements: what left the socket (bytes written less SIOCOUTQ) every
+ * tenth of a second or so, saturated while the socket never ran empty. Frame acks then keep only
+ * the in-flight count and the drain tests above, and give no samples: one ack per frame is one
+ * sample per frame, and a frame sized to seconds of a thin link (to compress well) gave the engine
+ * one sample in 12 s at 5 Mbit/s, during which it took the silence for a fat link and grew its
+ * estimate to 100 times the link's rate. */
+void adapt_set_net_meter(struct adapt *a, bool on);
+
 /* Fraction (0..1) of the machine's cores not used by other processes, e.g. from adapt_cpu_meter. */
 void adapt_observe_cpu(struct adapt *a, double available_fraction, uint64_t now_ns);
 
@@ -342,7 +351,8 @@ int adapt_cpu_meter_sample(struct adapt_cpu_meter *m, double *available_fraction
  * 5. transport.c tx_emit: ioctl(fd, SIOCOUTQ, &q) before writing a frame, adapt_frame_sent(a,
  *    seq, len, q, ho_mono_ns()) after; on "ack N" SIOCOUTQ again -> adapt_observe_queue(), then
  *    adapt_frame_acked(a, N, ho_mono_ns()). Read acks promptly (a thread, or drain on every
- *    run), or a slow mode timestamps them late.
+ *    run), or a slow mode timestamps them late. The link samples come from tx_meter (TCP's own
+ *    acknowledgements, adapt_set_net_meter), before every frame and every 100 ms of waiting.
  * 6. Threads: adapt_params_init() counts the CPUs of the affinity mask; the exporter's default
  *    thread count should be the same number (so `taskset -c 0 handoff-export --adaptive` runs one
  *    worker, not two sharing a core).

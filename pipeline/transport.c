@@ -278,7 +278,46 @@ struct tx {
 	uint64_t ack_pend_seq, ack_pend_ns;
 	int timeout_ms;            /* for one reply */
 	uint64_t free_until;       /* export_opts.hold: the stream sends regardless until then */
+	/* with ad: the link meter (tx_meter) */
+	uint64_t sock_bytes;       /* bytes tx_write put into the socket */
+	bool m_on;                 /* the meter works (SIOCOUTQ answered) and feeds the engine */
+	uint64_t m_t;              /* the interval being measured began then, ... */
+	int64_t m_left;            /* ... when this much had left the socket (sock_bytes - SIOCOUTQ) */
+	bool m_busy;               /* ... and the socket held bytes at every look since */
 };
+
+/* The link as TCP sees it, for the engine (adapt_set_net_meter): what the receiver's TCP
+ * acknowledged (bytes written less what SIOCOUTQ says is still unacknowledged) over intervals of
+ * at least TX_METER_NS, saturated when the socket held bytes at every look of the interval. We
+ * look before every write (a write into an empty socket ends a saturated spell), and at least
+ * every 100 ms while waiting on the socket or for acks (tx_wait), so the socket cannot run dry
+ * unseen for longer. Frame acks alone gave one sample a frame, and frames are sized to seconds
+ * of a thin link. A slow receiver shows as a slow link: its TCP window closes. */
+#define TX_METER_NS 50000000ull
+
+static void tx_meter(struct tx *t)
+{
+	uint64_t now;
+	int q;
+
+	if (!t->ad || ioctl(t->fd, SIOCOUTQ, &q) < 0 || q < 0)
+		return;
+	now = ho_mono_ns();
+	int64_t left = (int64_t)t->sock_bytes - q;
+	if (!t->m_on) {
+		t->m_on = true;
+		adapt_set_net_meter(t->ad, true);
+	} else if (now - t->m_t < TX_METER_NS) {
+		t->m_busy = t->m_busy && q > 0;
+		return;
+	} else {
+		adapt_observe_net(t->ad, left > t->m_left ? (uint64_t)(left - t->m_left) : 0, now - t->m_t,
+		                  t->m_busy && q > 0, now);
+	}
+	t->m_t = now;
+	t->m_left = left;
+	t->m_busy = q > 0;
+}
 
 /* Wait up to ms for events on the connection, printing a progress line when one is due (wire
  * bytes written so far: wire). The revents (0 on a timeout or a signal); HO_ETIMEDOUT once the
@@ -289,6 +328,7 @@ static int tx_wait(struct tx *t, short events, uint64_t wire, int *waited, int m
 	int r;
 
 	export_progress(t->ad, t->o->progress, UINT64_MAX, wire, false);
+	tx_meter(t);
 	r = poll(&pf, 1, ms);
 	if (r < 0)
 		return errno == EINTR ? 0 : HO_ECONN;
@@ -297,13 +337,14 @@ static int tx_wait(struct tx *t, short events, uint64_t wire, int *waited, int m
 	return r ? pf.revents : 0;
 }
 
-/* A reply line, blocking; with progress lines on, one every half second while we wait (the
- * encoder is held by the window, or done and the link drains the rest). */
+/* A reply line, blocking; with the engine, looking at the link (tx_meter) every 100 ms and
+ * printing progress lines when due while we wait (the encoder is held by the window, or done and
+ * the link drains the rest). */
 static int tx_read_line(struct tx *t, char *out, size_t out_len)
 {
 	int waited = 0, r = 0;
 
-	while (t->ad && t->o->progress && !memchr(t->in.buf, '\n', t->in.len) && r == 0)
+	while (t->ad && !memchr(t->in.buf, '\n', t->in.len) && r == 0)
 		if ((r = tx_wait(t, POLLIN, t->res->wire_bytes, &waited, 100)) == HO_ETIMEDOUT)
 			return r;
 	return line_read(&t->in, out, out_len, true);
@@ -426,6 +467,7 @@ static int tx_write(struct tx *t, const void *buf, size_t len)
 		ssize_t n = send(t->fd, p + done, piece, MSG_DONTWAIT | MSG_NOSIGNAL);
 		if (n > 0) {
 			done += (size_t)n;
+			t->sock_bytes += (uint64_t)n;
 			waited = 0;
 			continue;
 		}
@@ -523,6 +565,7 @@ static int tx_emit(void *arg, const struct stream_piece *p)
 		ho_info("the transfer was cancelled after %" PRIu64 " acknowledged frames", t->acked);
 		return HO_ECONN;
 	}
+	tx_meter(t);
 	if (t->ad && ioctl(t->fd, SIOCOUTQ, &queued) < 0)
 		queued = -1;
 	if ((rc = tx_write(t, p->buf, p->len))) {

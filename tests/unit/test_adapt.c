@@ -823,6 +823,59 @@ static void test_acks(void)
 	adapt_free(a);
 }
 
+/* Frame acks feed the link estimate unless the transport measures the link itself
+ * (adapt_set_net_meter); then only its adapt_observe_net() samples count. */
+static void test_net_meter(void)
+{
+	struct adapt_params p = params();
+	struct adapt *a = adapt_new(modes, NMODES, &p);
+	struct adapt_status st;
+
+	adapt_set_net_meter(a, true);
+	ack_sim(a, 10e6, MBIT(10), 0.0005, true, 1, 5);
+	adapt_status(a, &st);
+	ok(fabs(st.bw_model_Bps - p.initial_bw) < 1, "net meter: frame acks give no link samples (%.1f Mbit/s, the guess)",
+	   st.bw_model_Bps * 8 / 1e6);
+	ok(st.bytes_sent >= 49000000 && st.inflight == 0, "net meter: ...but still count what went out and was acknowledged");
+	for (double t = 6; t < 8; t += 0.1)
+		adapt_observe_net(a, (uint64_t)(MBIT(5) * 0.1), S(0.1), true, S(t));
+	adapt_status(a, &st);
+	ok(fabs(st.bandwidth_Bps - MBIT(5)) / MBIT(5) < 0.05, "net meter: its own samples measure the link (%.2f Mbit/s)",
+	   st.bandwidth_Bps * 8 / 1e6);
+	adapt_free(a);
+}
+
+/* Offsets between modes count each comparison by its bytes: a sample of (nearly) all duplicate
+ * chunks, a few hundred bytes of record headers from either mode, says nothing about the data
+ * that fills the link. */
+static void test_offset_bytes(void)
+{
+	struct adapt_params p = params();
+	double net, ratio[2];
+
+	for (int tiny = 0; tiny < 2; tiny++) {
+		struct adapt *a = adapt_new(modes, NMODES, &p);
+		adapt_force(a, ZSTD3);
+		set_env(a, MBIT(10), 1, S(1));
+		double t = 1;
+		for (int i = 0; i < 6; i++, t += 1) {
+			adapt_observe_mode(a, ZSTD3, 4 << 20, (uint64_t)(0.3 * (4 << 20)), S(0.04), S(0.02), 2, S(t));
+			adapt_observe_probe_ref(a, LZ4, 1 << 20, (uint64_t)(0.45 * (1 << 20)), S(0.002), S(0.002), ZSTD3,
+			                        (uint64_t)(0.3 * (1 << 20)), S(0.008), S(t + 0.5));
+		}
+		if (tiny)
+			adapt_observe_probe_ref(a, LZ4, 20480, 255, S(0.00001), S(0.00001), ZSTD3, 2550, S(0.00001), S(t));
+		adapt_observe_mode(a, ZSTD3, 4 << 20, (uint64_t)(0.3 * (4 << 20)), S(0.04), S(0.02), 2, S(t + 0.1));
+		adapt_predict(a, LZ4, NULL, &net);
+		ratio[tiny] = MBIT(10) / net;
+		adapt_free(a);
+	}
+	ok(fabs(ratio[0] - 0.45) < 0.01, "offsets: lz4 predicted from zstd-3's frames and paired probes (ratio %.3f, 0.45)",
+	   ratio[0]);
+	ok(fabs(ratio[1] - ratio[0]) / ratio[0] < 0.02, "offsets: ...and a 20 KiB sample of duplicates, where lz4 made a "
+	   "tenth of zstd-3's bytes, hardly moves it (%.3f)", ratio[1]);
+}
+
 static void test_probes(void)
 {
 	struct adapt_params p = params();
@@ -1360,6 +1413,8 @@ int main(void)
 	test_sums();
 	test_acks();
 	test_probes();
+	test_net_meter();
+	test_offset_bytes();
 	test_probe_pairs();
 	test_group_corr();
 	test_grow_gate();

@@ -47,6 +47,7 @@
 #define RESTART 1            /* internal: regenerate from the start */
 #define TX_RING 4096
 #define TX_WINDOW_MIN (256u << 10)
+#define TX_WINDOW_NS 250000000ull   /* tx_window: a quarter second of the link */
 
 /* ---- addresses -------------------------------------------------------------------------------- */
 
@@ -494,7 +495,8 @@ static int tx_window(struct tx *t)
 
 	adapt_status(t->ad, &st);
 	/* until acknowledgements measured the link, the engine's bandwidth is a guess */
-	uint64_t window = t->nacks < 2 ? TX_WINDOW_MIN : HO_MAX((uint64_t)TX_WINDOW_MIN, (uint64_t)(st.window_Bps / 4));
+	uint64_t window = t->nacks < 2 ? TX_WINDOW_MIN :
+	                  HO_MAX((uint64_t)TX_WINDOW_MIN, (uint64_t)(st.window_Bps * (TX_WINDOW_NS / 1e9)));
 	/* at least two frames: with one, every frame is written into an empty socket after the
 	 * previous ack, and no sample ever shows the link saturated */
 	window = HO_MAX(window, 2 * t->max_frame);

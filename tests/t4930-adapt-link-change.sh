@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# exclusive: measures the link through the exporter and receiver, which other tests starve of CPU
 # t4930-adapt-link-change.sh — the adaptive exporter follows a link whose rate drops mid-transfer.
 # The transfer starts at 25 Mbit/s and the link drops to 5 Mbit/s 1.5 s in (scripts/wan.sh); the
 # data are 12 MiB of random bytes (no mode makes them smaller, so the transfer lasts about 14 s

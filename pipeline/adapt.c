@@ -626,8 +626,6 @@ int adapt_observe_probe(struct adapt *a, size_t mode_idx, uint64_t input_bytes, 
 static void off_add(struct adapt *a, struct ema *e, struct dsum *s, struct ema *re, double num, double den,
                     uint64_t now)
 {
-	double d;
-
 	if (!re->seen) {
 		re->v = e->seen ? e->v - log(num / den) : 0.0;
 		re->t = now;
@@ -635,12 +633,7 @@ static void off_add(struct adapt *a, struct ema *e, struct dsum *s, struct ema *
 		if (e->seen)
 			return;
 	}
-	d = !e->seen ? 0.0 : now > e->t ? exp(-(double)(now - e->t) / (double)a->p.tau_ratio_ns) : 1.0;
-	s->num = s->num * d + num;
-	s->den = s->den * d + den * exp(-re->v);
-	e->v = log(s->num / s->den);
-	e->t = now;
-	e->seen = true;
+	e->v = log(dsum_add(s, e, num, den * exp(-re->v), now, a->p.tau_ratio_ns, 1.0));
 }
 
 int adapt_observe_probe_ref(struct adapt *a, size_t mode_idx, uint64_t input_bytes, uint64_t output_bytes,

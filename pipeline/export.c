@@ -1331,7 +1331,8 @@ int export_run_adapt(const char *dir, uint32_t until, const struct export_opts *
 		goto out;
 	if (w.adaptive && !o->frame_size && !w.warm)
 		stream_enc_set_frame_limit(w.enc, ADAPT_RUN);
-	frame_limit_update(&w);
+	else
+		frame_limit_update(&w);
 	if (w.ad) {
 		uint64_t now = ho_mono_ns();
 		obs_reset(&w, now);

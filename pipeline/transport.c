@@ -296,13 +296,14 @@ struct tx {
  * of a thin link. A slow receiver shows as a slow link: its TCP window closes. */
 #define TX_METER_NS 50000000ull
 
-static void tx_meter(struct tx *t)
+/* Returns what the socket holds (SIOCOUTQ), -1 when unknown or without the engine. */
+static int tx_meter(struct tx *t)
 {
 	uint64_t now;
 	int q;
 
 	if (!t->ad || ioctl(t->fd, SIOCOUTQ, &q) < 0 || q < 0)
-		return;
+		return -1;
 	now = ho_mono_ns();
 	int64_t left = (int64_t)t->sock_bytes - q;
 	if (!t->m_on) {
@@ -310,7 +311,7 @@ static void tx_meter(struct tx *t)
 		adapt_set_net_meter(t->ad, true);
 	} else if (now - t->m_t < TX_METER_NS) {
 		t->m_busy = t->m_busy && q > 0;
-		return;
+		return q;
 	} else {
 		adapt_observe_net(t->ad, left > t->m_left ? (uint64_t)(left - t->m_left) : 0, now - t->m_t,
 		                  t->m_busy && q > 0, now);
@@ -318,6 +319,7 @@ static void tx_meter(struct tx *t)
 	t->m_t = now;
 	t->m_left = left;
 	t->m_busy = q > 0;
+	return q;
 }
 
 /* Wait up to ms for events on the connection, printing a progress line when one is due (wire
@@ -362,7 +364,7 @@ static void tx_ack_report(struct tx *t)
 	t->ack_pend = false;
 	/* an empty socket now means the link ran dry since the previous ack: that sample only
 	 * shows what we produced (adapt_observe_queue in adapt.h) */
-	if (ioctl(t->fd, SIOCOUTQ, &q) == 0 && q >= 0)
+	if ((q = tx_meter(t)) >= 0)
 		adapt_observe_queue(t->ad, (uint64_t)q, now);
 	adapt_frame_acked(t->ad, t->ack_pend_seq, HO_MIN(t->ack_pend_ns, now));
 }
@@ -498,7 +500,8 @@ static int tx_window(struct tx *t)
 	uint64_t window = t->nacks < 2 ? TX_WINDOW_MIN :
 	                  HO_MAX((uint64_t)TX_WINDOW_MIN, (uint64_t)(st.window_Bps * (TX_WINDOW_NS / 1e9)));
 	/* at least two frames: with one, every frame is written into an empty socket after the
-	 * previous ack, and no sample ever shows the link saturated */
+	 * previous ack, the link idles from each frame's last byte to its ack, and no sample ever
+	 * shows it saturated */
 	window = HO_MAX(window, 2 * t->max_frame);
 	while (t->sent_seq > t->acked && t->sent_seq - t->acked < TX_RING &&
 	       t->res->wire_bytes - (t->acked ? t->cum[(t->acked - 1) % TX_RING] : 0) > window) {
@@ -559,7 +562,6 @@ static int tx_emit(void *arg, const struct stream_piece *p)
 		return 0;
 	}
 	export_throttle(&t->th, t->o->rate_limit, p->len, t->o->cancel);
-	int queued = -1;
 	if (t->ad && t->o->adaptive && (rc = tx_window(t)))
 		return rc;
 	/* the throttle and the window give way to a cancel; the canceller says why */
@@ -567,9 +569,7 @@ static int tx_emit(void *arg, const struct stream_piece *p)
 		ho_info("the transfer was cancelled after %" PRIu64 " acknowledged frames", t->acked);
 		return HO_ECONN;
 	}
-	tx_meter(t);
-	if (t->ad && ioctl(t->fd, SIOCOUTQ, &queued) < 0)
-		queued = -1;
+	int queued = tx_meter(t);
 	if ((rc = tx_write(t, p->buf, p->len))) {
 		/* the receiver may have said why before closing */
 		tx_drain(t);

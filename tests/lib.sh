@@ -19,6 +19,23 @@ skip_all() { echo "# SKIP $*"; exit 77; }
 bail()    { echo "Bail out! $*"; exit 1; }
 done_testing() { echo "1..$T_N"; [ $T_FAIL = 0 ]; exit $?; }
 
+# need_wan: what scripts/wan.sh needs (root, ip netns); sets WAN and puts sbin on PATH
+need_wan() {
+	WAN="$HANDOFF_SRC/scripts/wan.sh"
+	PATH=$PATH:/usr/sbin:/sbin
+	[ "$(id -u)" = 0 ] || skip_all "needs root for network namespaces"
+	ip netns list >/dev/null 2>&1 || skip_all "'ip netns' unavailable"
+}
+
+# need_export_opts OPT...: skip until handoff-export --help lists every OPT
+need_export_opts() {
+	local help opt
+	help=$(handoff-export --help 2>&1)
+	for opt; do
+		grep -q -- "$opt" <<<"$help" || skip_all "handoff-export has no $opt yet"
+	done
+}
+
 need_fuse() {
 	[ -c /dev/fuse ] || skip_all "/dev/fuse missing"
 	command -v fusermount3 >/dev/null || skip_all "fusermount3 not installed (make deps)"

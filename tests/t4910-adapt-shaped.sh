@@ -11,14 +11,8 @@
 # export is over in a tenth of a second there), on which zstd is not much better than lz4.
 # Skips until handoff-export has --adaptive, --progress=json and --list-modes.
 . "$(dirname "$0")/lib.sh"
-WAN="$HANDOFF_SRC/scripts/wan.sh"
-PATH=$PATH:/usr/sbin:/sbin
-[ "$(id -u)" = 0 ] || skip_all "needs root for network namespaces"
-ip netns list >/dev/null 2>&1 || skip_all "'ip netns' unavailable"
-help=$(handoff-export --help 2>&1)
-for opt in --adaptive --progress --list-modes; do
-	grep -q -- "$opt" <<<"$help" || skip_all "handoff-export has no $opt yet"
-done
+need_wan
+need_export_opts --adaptive --progress --list-modes
 need_fuse
 MODES=$(handoff-export --list-modes 2>/dev/null | awk '{print $1}')
 [ "$(wc -l <<<"$MODES")" -ge 2 ] || bail "handoff-export --list-modes lists fewer than two modes"

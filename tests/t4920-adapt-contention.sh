@@ -23,16 +23,10 @@
 #    its order from about a fifth of a core (alone) down to 1/10 (busy), and the engine switches
 #    only for a 10 % gain.
 . "$(dirname "$0")/lib.sh"
-WAN="$HANDOFF_SRC/scripts/wan.sh"
-PATH=$PATH:/usr/sbin:/sbin
+need_wan
 HOGS=${T4920_HOGS:-15}
-[ "$(id -u)" = 0 ] || skip_all "needs root for network namespaces"
-ip netns list >/dev/null 2>&1 || skip_all "'ip netns' unavailable"
 command -v taskset >/dev/null || skip_all "taskset missing (util-linux)"
-help=$(handoff-export --help 2>&1)
-for opt in --adaptive --progress --list-modes; do
-	grep -q -- "$opt" <<<"$help" || skip_all "handoff-export has no $opt yet"
-done
+need_export_opts --adaptive --progress --list-modes
 need_fuse
 # two CPUs we may use: the exporter's and the receiver's
 mapfile -t CPUS < <(taskset -cp $$ | sed 's/.*: //' | tr ',' '\n' |

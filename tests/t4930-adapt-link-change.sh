@@ -11,14 +11,8 @@
 # no sample for the length of a frame, 20 s at 5 Mbit/s, and took the silence for a fat link.
 # Skips until handoff-export has --adaptive and --progress=json.
 . "$(dirname "$0")/lib.sh"
-WAN="$HANDOFF_SRC/scripts/wan.sh"
-PATH=$PATH:/usr/sbin:/sbin
-[ "$(id -u)" = 0 ] || skip_all "needs root for network namespaces"
-ip netns list >/dev/null 2>&1 || skip_all "'ip netns' unavailable"
-help=$(handoff-export --help 2>&1)
-for opt in --adaptive --progress; do
-	grep -q -- "$opt" <<<"$help" || skip_all "handoff-export has no $opt yet"
-done
+need_wan
+need_export_opts --adaptive --progress
 need_fuse
 
 NAME=tl$$

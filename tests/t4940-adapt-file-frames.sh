@@ -10,7 +10,7 @@
 mk=$HANDOFF_BUILD/tests/mkoverlay
 export HANDOFF_CACHE=$PWD/cache
 [ -x "$mk" ] || bail "mkoverlay helper not built"
-handoff-export --help 2>&1 | grep -q -- --adaptive || skip_all "handoff-export has no --adaptive yet"
+need_export_opts --adaptive
 
 "$mk" mkbase disk.img 16M 1 && "$mk" mkbase mem.img 16M 2 || bail "cannot make bases"
 "$mk" create src disk.img mem.img || bail "cannot create overlay"

@@ -132,6 +132,8 @@ struct adapt {
 	int forced;                  /* < 0: adaptive */
 
 	struct est bw;               /* network bytes/s */
+	struct ema lit;              /* data chunks / input, by bytes (adapt_observe_input) */
+	struct dsum lits;
 	struct est cpu;              /* fraction of cores free of competing load */
 	uint64_t net_acc_bytes, net_acc_ns;
 	bool net_acc_sat;
@@ -428,7 +430,11 @@ static double predict(const struct adapt *a, size_t i, double *p_out, double *n_
 }
 
 /* The mode with the highest predicted consumption rate; ties go to the smaller ratio (fewer bytes
- * on a shared link), then to the lower index. */
+ * on a shared link), then to the lower index. Then the cheapest mode (the table's order) predicted
+ * within half the hysteresis of it: predictions that close are one within the other's noise, and
+ * the cheaper mode keeps CPU in hand. At 100 Mbit/s, after a trial of xor-lz4, delta-zstd3 was predicted 3 %
+ * ahead of xor-zstd1, network-bound both (processing predicted at 1.65e9 B/s from xor-lz4's frames
+ * of chunks that XOR to zeros), and ran CPU-bound at a fifth of that. */
 static size_t best_mode(const struct adapt *a)
 {
 	size_t best = 0;
@@ -442,7 +448,40 @@ static size_t best_mode(const struct adapt *a)
 			bc = c;
 		}
 	}
+	for (size_t i = 0; i < best; i++)
+		if (predict(a, i, NULL, NULL) >= bc * (1 - a->p.hysteresis / 2))
+			return i;
 	return best;
+}
+
+/* The mode to start in. The link is unknown until it is measured (adapt_decide's learning hold),
+ * so not the best at the guess (initial_bw): the one that loses least, by the profile at full CPU,
+ * wherever between FIRST_BW_LO and FIRST_BW_HI the link turns out to be. The best at the 100 Mbit/s
+ * guess was delta-zstd3, at a third of xor-zstd1's rate at 1 Gbit/s by the profile, and on a
+ * guest's compressible first pages at 100 Mbit/s CPU-bound at 80-110 MB/s of input where
+ * xor-zstd1 ran at 180-300, for the hold's whole second; xor-zstd1 loses 8 % at worst, on the
+ * thin links, where the hold is shortest (the link saturates at once). */
+#define FIRST_BW_LO    625e3       /* 5 Mbit/s */
+#define FIRST_BW_HI    125e6       /* 1 Gbit/s */
+#define FIRST_BW_STEPS 16
+static size_t first_mode(struct adapt *a)
+{
+	size_t first = 0;
+	double first_loss = HUGE_VAL;
+
+	for (size_t i = 0; i < a->n; i++) {
+		double loss = 1.0;
+		for (int k = 0; k <= FIRST_BW_STEPS; k++) {
+			a->bw.slow.v = FIRST_BW_LO * pow(FIRST_BW_HI / FIRST_BW_LO, (double)k / FIRST_BW_STEPS);
+			loss = HO_MAX(loss, predict(a, best_mode(a), NULL, NULL) / predict(a, i, NULL, NULL));
+		}
+		if (loss < first_loss * (1 - 1e-9)) {
+			first = i;
+			first_loss = loss;
+		}
+	}
+	a->bw.slow.v = a->p.initial_bw;
+	return first;
 }
 
 struct adapt *adapt_new(const struct adapt_mode_profile *modes, size_t n, const struct adapt_params *params)
@@ -480,7 +519,7 @@ struct adapt *adapt_new(const struct adapt_mode_profile *modes, size_t n, const 
 	a->ref_cpu = a->cpu.slow.v;
 	a->input_remaining = UINT64_MAX;
 	a->grow_after = a->p.net_grow_after_ns;
-	a->cur = best_mode(a);
+	a->cur = first_mode(a);
 	a->learning = true;
 	return a;
 }
@@ -798,6 +837,22 @@ int adapt_frame_acked(struct adapt *a, uint64_t seq, uint64_t now_ns)
 	return 0;
 }
 
+void adapt_observe_input(struct adapt *a, uint64_t input_bytes, uint64_t literal_bytes, uint64_t now_ns)
+{
+	if (input_bytes == 0)
+		return;
+	dsum_add(&a->lits, &a->lit, (double)HO_MIN(literal_bytes, input_bytes), (double)input_bytes, now_ns,
+	         a->p.tau_ratio_ns, 1.0);
+}
+
+/* The share of input that is data chunks, over the last seconds: the engine's rates are of those
+ * bytes (never below a fiftieth: a stretch of duplicates alone would make the input's rate
+ * infinite). */
+static double lit_share(const struct adapt *a)
+{
+	return a->lit.seen ? clampd(a->lit.v, 0.02, 1.0) : 1.0;
+}
+
 void adapt_set_net_meter(struct adapt *a, bool on)
 {
 	a->net_meter = on;
@@ -857,7 +912,12 @@ static void net_grow(struct adapt *a, uint64_t now)
 {
 	uint64_t from;
 
-	if (!a->net_seen || a->p.net_grow_after_ns == UINT64_MAX || now <= a->net_grow_t || link_unbounded(a))
+	/* a link never seen saturated is no measured link to grow from: its estimate is the guess or
+	 * what it carried, and the samples that carried more raise it already. Grown from the guess
+	 * after the learning hold (a compressible start, CPU-bound, never fills 100 Mbit/s), it sent
+	 * the engine from xor-zstd1 to a trial of xor-lz4 and back in every run at 100 Mbit/s. */
+	if (!a->net_seen || !a->sat_seen || a->p.net_grow_after_ns == UINT64_MAX || now <= a->net_grow_t ||
+	    link_unbounded(a))
 		return;
 	/* wait from the last saturated sample or the last switch, whichever is later: a new mode's
 	 * own samples come first */
@@ -909,7 +969,8 @@ static void debug_predictions(const struct adapt *a)
 		predict(a, i, &p, &n);
 		len += (size_t)snprintf(line + len, sizeof(line) - len, " %s %.3g/%.3g", a->m[i].name, p / 1e6, n / 1e6);
 	}
-	ho_debug("predictions (MB/s of input, processing/network):%s", line);
+	ho_debug("predictions (MB/s of data chunks, %.0f %% of the input; processing/network):%s",
+	         lit_share(a) * 100, line);
 }
 
 /* Make `to` current; `prev` is what a switch straight back would count as a flap against. */
@@ -995,8 +1056,11 @@ size_t adapt_decide(struct adapt *a, uint64_t now_ns)
 		 * predictions was wrong (a probe's sample unlike the frames that followed, say): each
 		 * such round trip doubles the dwell before the next, for both the dwell and a
 		 * predicted big gain, up to FLAP_MAX doublings; a change of the link or the CPU still
-		 * decides at once. A mode kept for FLAP_FORGET dwells clears it. */
-		if (a->flaps && a->switched && now_ns - a->last_switch >= FLAP_FORGET * a->p.min_dwell_ns)
+		 * decides at once. A mode kept for FLAP_FORGET dwells more than the stretched
+		 * dwell held it clears it (counted from the dwell's start, the counter forgot at the
+		 * longest stretch, 16 s, just as that dwell ended, and the flapping began anew). */
+		uint64_t forget = (a->p.min_dwell_ns << a->flaps) + FLAP_FORGET * a->p.min_dwell_ns;
+		if (a->flaps && a->switched && now_ns - a->last_switch >= forget)
 			a->flaps = 0;
 		bool back = a->switched && best == a->prev_mode && !a->grow_switch && !a->grown;
 		uint64_t dwell = a->p.min_dwell_ns << (back ? a->flaps : 0);
@@ -1005,7 +1069,7 @@ size_t adapt_decide(struct adapt *a, uint64_t now_ns)
 			big_gain = big_gain && dwelt;
 		if (!wait && cb > cc * (1 + a->p.hysteresis) &&
 		    (a->big_pending || lighter || big_gain || dwelt)) {
-			if (back && !lighter && now_ns - a->last_switch < FLAP_FORGET * a->p.min_dwell_ns)
+			if (back && !lighter && now_ns - a->last_switch < forget)
 				a->flaps = HO_MIN(a->flaps + 1, (unsigned)FLAP_MAX);
 			ho_debug("mode '%s' -> '%s': predicted %.3g -> %.3g B/s (bw %.3g B/s, cpu %.2f)",
 			         a->m[a->cur].name, a->m[best].name, cc, cb, a->bw.slow.v, a->cpu.slow.v);
@@ -1134,9 +1198,11 @@ void adapt_status(const struct adapt *a, struct adapt_status *st)
 	st->window_Bps = a->sat_seen ? a->bw.slow.v : HO_MIN(a->bw.slow.v, a->net_max);
 	st->bandwidth_Bps = a->grown && a->bw_meas > 0 ? HO_MIN(st->window_Bps, a->bw_meas) : st->window_Bps;
 	st->bw_model_Bps = a->bw.slow.v;
-	st->ratio = eff_ratio(a, a->cur);
-	st->rate_Bps = predict(a, a->cur, &p, &n);
-	st->proc_Bps = p;
+	/* per byte of input, not of data chunks (adapt_observe_input) */
+	double lit = lit_share(a);
+	st->ratio = eff_ratio(a, a->cur) * lit;
+	st->rate_Bps = predict(a, a->cur, &p, &n) / lit;
+	st->proc_Bps = p / lit;
 	st->net_bound = n < p;
 	st->cpu_avail = a->cpu.slow.v;
 	st->bytes_sent = a->bytes_sent;

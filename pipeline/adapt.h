@@ -16,12 +16,20 @@
  *     P(m) = S(m) * min(T(m), N * A)           processing rate (input bytes/s)
  *     C(m) = min(P(m), B / r(m))               rate at which dirty input is consumed
  *
+ * "Input" above is data the modes encode: the chunks dedup left (RAW, XOR, DELTA), not zero chunks
+ * and references, which every mode of a set finds alike and which cost next to nothing. A region
+ * of duplicates otherwise made every mode look network-bound (one run at 100 Mbit/s predicted
+ * xor-lz4 at 2.8e10 B/s and delta-zstd3 at 3.6e9 from such frames, and switched four times in its
+ * first 2 s). adapt_observe_input() tells what share of the input that is, so
+ * adapt_status() reports rates, ratios and the ETA per byte of input.
+ *
  * adapt_decide() picks argmax C with hysteresis: it re-evaluates at least every decide_interval,
  * switches only when the best mode beats the current one by more than `hysteresis` and the current
  * one has been in place for `min_dwell`, except after a big change in B or A, which re-evaluates at
  * once and skips the dwell. A switch straight back to the mode the previous switch left (one of
  * the two predictions was wrong) doubles the dwell before the next such switch, up to 8 times,
- * and a predicted big gain no longer skips it; eight dwells in one mode forget this.
+ * and a predicted big gain no longer skips it; eight dwells in one mode beyond the stretched one
+ * forget this.
  *
  * Estimates are exponential moving averages over irregular samples: a new sample gets weight
  * 1 - exp(-dt / tau), dt being the time since that estimate was last updated, so a mode probed
@@ -51,7 +59,8 @@
  * What the link can carry is only seen while it is the bottleneck: a network sample taken while
  * the sender ran dry is a lower bound that can raise B but not lower it. A heavy mode on a link
  * measured once that then turned fat would so never learn that a lighter one pays; after
- * net_grow_after of such samples B is grown
+ * net_grow_after of such samples B is grown (only a measured one: a link never seen saturated has
+ * no B to grow, only the guess and what it carried)
  * until a lighter mode wins, which then either fills the link (and B is measured again, the engine
  * goes back, and the next try waits twice as long) or proves the link fat.
  *
@@ -124,9 +133,10 @@ void adapt_params_init(struct adapt_params *p);
 
 struct adapt;
 
-/* Create an engine over n (1..64) modes. The table is copied. The initial mode is the best by the
- * profile at initial_bw and full CPU. Returns NULL on invalid input (n out of range, a rate or ratio
- * not > 0, a NULL name; logged) or out of memory. */
+/* Create an engine over n (1..64) modes. The table is copied. The initial mode is the one whose
+ * worst loss by the profile at full CPU, against the best mode at each link rate from 5 Mbit/s to
+ * 1 Gbit/s, is smallest (the link is unknown until measured). Returns NULL on invalid input (n out
+ * of range, a rate or ratio not > 0, a NULL name; logged) or out of memory. */
 struct adapt *adapt_new(const struct adapt_mode_profile *modes, size_t n,
                         const struct adapt_params *params);
 void adapt_free(struct adapt *a);
@@ -140,20 +150,25 @@ int adapt_mode_index(const struct adapt *a, const char *name);
  * keep refining the estimates either way. HO_EINVAL when idx >= the number of modes. */
 int adapt_force(struct adapt *a, int idx);
 
-/* The pipeline ran mode_idx over input_bytes of dirty input and produced output_bytes of wire
- * bytes (framing included), using cpu_ns of CPU time (CLOCK_THREAD_CPUTIME_ID around the work, all
- * threads summed) during wall_ns of wall-clock time around the same work, with `threads` threads
- * busy throughout (1 for one worker's batch). Time blocked on a queue or on I/O must not be in
- * wall_ns: cpu_ns / (threads * wall_ns) is read as the share of a core each thread got, and a share
- * below 0.95 is taken as evidence of competing load; a share above it, as a lower bound on what
- * is free, but only over a window of at least 50 ms (a thread that slept gets a few ms at once
- * whatever the load). Samples with zero input or zero cpu_ns are ignored. HO_EINVAL for a bad
- * index. */
+/* Of input_bytes of dirty input the pipeline consumed, literal_bytes were chunks it encoded as
+ * data (not zero chunks or references): the share adapt_status() converts rates and ratios with.
+ * Decayed over the ratio time constant. */
+void adapt_observe_input(struct adapt *a, uint64_t input_bytes, uint64_t literal_bytes, uint64_t now_ns);
+
+/* The pipeline ran mode_idx over input_bytes of data chunks (the model's input: not zero chunks or
+ * references) and produced output_bytes of wire bytes (framing included), using cpu_ns of CPU time
+ * (CLOCK_THREAD_CPUTIME_ID around the work, all threads summed) during wall_ns of wall-clock time
+ * around the same work, with `threads` threads busy throughout (1 for one worker's batch). Time
+ * blocked on a queue or on I/O must not be in wall_ns: cpu_ns / (threads * wall_ns) is read as the
+ * share of a core each thread got, and a share below 0.95 is taken as evidence of competing load;
+ * a share above it, as a lower bound on what is free, but only over a window of at least 50 ms (a
+ * thread that slept gets a few ms at once whatever the load). Samples with zero input or zero
+ * cpu_ns are ignored. HO_EINVAL for a bad index. */
 int adapt_observe_mode(struct adapt *a, size_t mode_idx, uint64_t input_bytes, uint64_t output_bytes,
                        uint64_t cpu_ns, uint64_t wall_ns, unsigned threads, uint64_t now_ns);
 
 /* Same for a probe: the caller compressed a sample of the current input with mode_idx (as handed
- * out by adapt_probe_due()) and threw the output away. Also charges cpu_ns to the probe budget. */
+ * out by adapt_probe_due()) and threw the output away (input_bytes: its data chunks, as above). Also charges cpu_ns to the probe budget. */
 int adapt_observe_probe(struct adapt *a, size_t mode_idx, uint64_t input_bytes, uint64_t output_bytes,
                         uint64_t cpu_ns, uint64_t wall_ns, uint64_t now_ns);
 
@@ -248,8 +263,9 @@ double adapt_mode_speed(const struct adapt *a, size_t idx);
  * index. */
 uint64_t adapt_probe_bytes(const struct adapt *a, size_t idx);
 
-/* Predicted consumption rate C(m) of mode idx (input bytes/s) under the current estimates, and its
- * two terms; for tests, benchmarks and -vv logs. Negative when idx is out of range. */
+/* Predicted consumption rate C(m) of mode idx (bytes/s of data chunks, the model's input) under
+ * the current estimates, and its two terms; for tests, benchmarks and -vv logs. Negative when idx
+ * is out of range. */
 double adapt_predict(const struct adapt *a, size_t idx, double *proc_rate, double *net_rate);
 
 struct adapt_status {

@@ -395,6 +395,12 @@ int export_list_modes(void)
  * of the link at 5 Mbit/s with strong compression. */
 #define ADAPT_WARMUP_NS  500000000ull
 #define ADAPT_WARMUP_MAX (16u << 20)
+/* ...and the learning hold keeps it for ADAPT_WARMUP_FRAMES frames at most: enough for the link
+ * to be seen draining them (FAT_SEND_RUN in a row, adapt.c) on a fat link. On the compressible
+ * start of a guest's changes at 100 Mbit/s the hold kept it for about 45 frames of 256 KiB, and
+ * frames that small compress worse: in xor-zstd1 throughout, the export sent 70.4 MB, against
+ * 66.0 for --mode xor-zstd1 (11 frames in all); with the cap, 68.3 (bench/adapt.sh). */
+#define ADAPT_WARMUP_FRAMES 24
 #define ADAPT_FRAME_LINK_NS 4000000000ull
 #define ADAPT_FRAME_FLOOR  (1u << 20)
 #define CALIBRATE_BYTES (64u << 10)
@@ -459,6 +465,7 @@ struct walk {
 	bool calibrated;                   /* every mode was probed once on this data */
 	uint64_t run_max;                  /* bytes per run: the unit of mode decisions */
 	bool warm;                         /* adaptive: past the warm-up (see ADAPT_WARMUP_NS) */
+	uint64_t frames_out;               /* DATA frames emitted */
 };
 
 /* Initial profiles of the named modes for the adaptive engine: input bytes per CPU-second on one
@@ -623,7 +630,8 @@ static void obs_reset(struct walk *w, uint64_t now)
 	w->obs_io0 = w->io_ns;
 }
 
-/* A frame went out: its chunks' bytes and its size, for the mode that made it, with the CPU of all
+/* A frame went out: its data chunks' bytes (not zero chunks and references, which every mode
+ * finds alike: adapt.h) and its size, for the mode that made it, with the CPU of all
  * threads and the wall time (without the sink and overlay reads) since the previous frame. With
  * worker threads that time is not exactly this frame's (its compression overlapped the previous
  * ones'), so single samples are off either way; the engine's decayed sums over the last seconds
@@ -638,8 +646,9 @@ static void walk_observe(struct walk *w, const struct stream_piece *p, uint64_t 
 		w->old_frames--;
 		m = w->old_mode;
 	}
-	if (p->chunk_bytes && cpu > w->obs_cpu0 && wall > io)
-		adapt_observe_mode(w->ad, m, p->chunk_bytes, p->len, cpu - w->obs_cpu0, wall - io, w->nthreads, now);
+	adapt_observe_input(w->ad, p->chunk_bytes, p->literal_bytes, now);
+	if (p->literal_bytes && cpu > w->obs_cpu0 && wall > io)
+		adapt_observe_mode(w->ad, m, p->literal_bytes, p->len, cpu - w->obs_cpu0, wall - io, w->nthreads, now);
 	obs_reset(w, now);
 }
 
@@ -651,6 +660,8 @@ static int walk_emit(void *arg, const struct stream_piece *p)
 
 	t1 = ho_mono_ns();
 	w->io_ns += t1 - t0;
+	if (!rc && p->kind == STREAM_EMIT_FRAME)
+		w->frames_out++;
 	if (!rc && w->ad && p->kind == STREAM_EMIT_FRAME)
 		walk_observe(w, p, t1);
 	return rc;
@@ -911,7 +922,8 @@ static void warm_check(struct walk *w)
 	if (w->warm || !w->adaptive)
 		return;
 	adapt_status(w->ad, &st);
-	if (st.net_measured_s * 1e9 < ADAPT_WARMUP_NS && (w->res->input_bytes < ADAPT_WARMUP_MAX || st.learning))
+	if (st.net_measured_s * 1e9 < ADAPT_WARMUP_NS &&
+	    (w->res->input_bytes < ADAPT_WARMUP_MAX || (st.learning && w->frames_out < ADAPT_WARMUP_FRAMES)))
 		return;
 	w->warm = true;
 	w->run_max = HO_MAX(w->run_max, (uint64_t)RUN_MAX);
@@ -990,7 +1002,9 @@ static uint64_t run_probe(struct walk *w, size_t j, uint64_t sample, size_t ref,
 			break;
 		memset(w->pbuf + plen, 0, STREAM_REC_HDR_LEN);
 		plen += STREAM_REC_HDR_LEN + rec.len;
-		in += w->schunk[i].len;
+		/* data chunks only, as the frames count them (adapt.h) */
+		if (rec.kind == CHUNK_RAW || rec.kind == CHUNK_XOR || rec.kind == CHUNK_DELTA)
+			in += w->schunk[i].len;
 	}
 	clen = plen;
 	if (m->frame_codec != CODEC_NONE &&

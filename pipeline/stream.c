@@ -225,6 +225,7 @@ struct stream_enc {
 	uint8_t *payload;               /* frame_max: records being collected */
 	size_t plen;
 	uint64_t pchunks;               /* image bytes of the chunks in the frame being collected */
+	uint64_t plit;                  /* ...of those of them encoded as data (RAW, XOR, DELTA) */
 	uint32_t frame_lim;             /* close frames at this size (<= h.frame_max) */
 	uint32_t nrec;
 	/* the open record (its header is written when it closes) */
@@ -259,14 +260,15 @@ struct enc_job {
 	uint8_t *payload, *out;         /* frame_max; frame header + frame_max + mac */
 	size_t plen, enc_len;
 	uint64_t chunks;                /* image bytes of its chunks */
+	uint64_t lit;                   /* ...encoded as data */
 	uint32_t nrec;
 	int codec, level, rc, state;
 };
 
 static int enc_emit(struct stream_enc *e, enum stream_emit_kind kind, uint64_t seq, uint64_t check,
-		    const uint8_t *buf, size_t len, uint64_t input, uint64_t chunks)
+		    const uint8_t *buf, size_t len, uint64_t input, uint64_t chunks, uint64_t lit)
 {
-	struct stream_piece p = { kind, seq, check, buf, len, input, chunks };
+	struct stream_piece p = { kind, seq, check, buf, len, input, chunks, lit };
 	return e->emit(e->arg, &p);
 }
 
@@ -315,7 +317,7 @@ int stream_enc_new(const struct stream_header *h, const void *psk, size_t psk_le
 	stream_header_pack(&e->h, e->auth ? e->key : NULL, hdr);
 	e->prev_check = ho_get_le64(hdr + H_CHECK);
 	memcpy(e->prev_mac, hdr + H_MAC, 32);
-	rc = enc_emit(e, STREAM_EMIT_HEADER, 0, e->prev_check, hdr, sizeof(hdr), 0, 0);
+	rc = enc_emit(e, STREAM_EMIT_HEADER, 0, e->prev_check, hdr, sizeof(hdr), 0, 0, 0);
 	if (rc) {
 		stream_enc_free(e);
 		return rc;
@@ -358,7 +360,7 @@ static void enc_close_record(struct stream_enc *e)
 
 /* Frame header + checks + mac around the payload at e->out + 64 (enc_len bytes), then emit. */
 static int enc_emit_frame(struct stream_enc *e, uint8_t *f, int type, int codec, int level, uint32_t nrec,
-			  uint32_t raw_len, uint32_t enc_len, uint64_t chunks)
+			  uint32_t raw_len, uint32_t enc_len, uint64_t chunks, uint64_t lit)
 {
 	uint8_t *mac = f + STREAM_FRAME_HDR_LEN + enc_len;
 	uint64_t check;
@@ -383,7 +385,7 @@ static int enc_emit_frame(struct stream_enc *e, uint8_t *f, int type, int codec,
 	}
 	rc = enc_emit(e, type == STREAM_FRAME_END ? STREAM_EMIT_END : STREAM_EMIT_FRAME, e->seq, check, f,
 		      STREAM_FRAME_HDR_LEN + (size_t)enc_len + (e->auth ? STREAM_MAC_LEN : 0),
-		      type == STREAM_FRAME_END ? 0 : raw_len, chunks);
+		      type == STREAM_FRAME_END ? 0 : raw_len, chunks, lit);
 	e->prev_check = check;
 	e->seq++;
 	return rc;
@@ -419,7 +421,7 @@ static int job_finalize(struct stream_enc *e, struct enc_job *j)
 	if (j->rc)
 		return j->rc;
 	return enc_emit_frame(e, j->out, STREAM_FRAME_DATA, j->codec, j->level, j->nrec, (uint32_t)j->plen,
-			      (uint32_t)j->enc_len, j->chunks);
+			      (uint32_t)j->enc_len, j->chunks, j->lit);
 }
 
 static void *enc_worker(void *arg)
@@ -514,6 +516,7 @@ static int enc_flush(struct stream_enc *e)
 		e->payload = t;
 		j->plen = e->plen;
 		j->chunks = e->pchunks;
+		j->lit = e->plit;
 		j->nrec = e->nrec;
 		j->codec = e->codec;
 		j->level = e->level;
@@ -529,13 +532,15 @@ static int enc_flush(struct stream_enc *e)
 		if (rc)
 			return rc;
 		struct enc_job j = { .payload = e->payload, .out = e->out, .plen = e->plen, .nrec = e->nrec,
-				     .codec = e->codec, .level = e->level, .chunks = e->pchunks };
+				     .codec = e->codec, .level = e->level, .chunks = e->pchunks,
+				     .lit = e->plit };
 		job_compress(e->cctx, &j);
 		if ((rc = job_finalize(e, &j)))
 			return rc;
 	}
 	e->plen = 0;
 	e->pchunks = 0;
+	e->plit = 0;
 	e->nrec = 0;
 	return 0;
 }
@@ -694,6 +699,8 @@ int stream_enc_chunk(struct stream_enc *e, const struct stream_chunk *c)
 	e->plen += need;
 	e->rec_count++;
 	e->pchunks += c->len;
+	if (c->enc == STREAM_ENC_RAW || c->enc == STREAM_ENC_XOR_BASE || c->enc == STREAM_ENC_DELTA_BASE)
+		e->plit += c->len;
 	/* a short (last) chunk closes its record, and a delta is one chunk */
 	if (c->len != e->h.chunk_size || c->enc == STREAM_ENC_DELTA_BASE)
 		enc_close_record(e);
@@ -721,7 +728,7 @@ int stream_enc_finish(struct stream_enc *e, struct stream_end *end)
 	ho_put_le64(p + 24, e->end.chunks[1]);
 	ho_put_le64(p + 32, e->end.bytes);
 	memcpy(p + 40, e->end.digest, 32);
-	rc = enc_emit_frame(e, e->out, STREAM_FRAME_END, STREAM_CODEC_NONE, 0, 0, STREAM_END_LEN, STREAM_END_LEN, 0);
+	rc = enc_emit_frame(e, e->out, STREAM_FRAME_END, STREAM_CODEC_NONE, 0, 0, STREAM_END_LEN, STREAM_END_LEN, 0, 0);
 	if (rc)
 		return e->err = rc;
 	if (end)

@@ -145,6 +145,8 @@ struct stream_piece {
 	uint64_t input_bytes;     /* FRAME: decoded payload bytes in it */
 	uint64_t chunk_bytes;     /* FRAME: image bytes of the chunks it carries (ZERO and references
 	                             included): the input it stands for */
+	uint64_t literal_bytes;   /* FRAME: ...of those, the chunks it carries as data (RAW, XOR,
+	                             DELTA): what the mode's encoders and codec worked on */
 };
 typedef int (*stream_emit_fn)(void *arg, const struct stream_piece *p);
 

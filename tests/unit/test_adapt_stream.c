@@ -18,7 +18,7 @@
 #define IMG_SIZE ((uint64_t)CS * NCHUNKS)
 
 struct frame { size_t raw, len; int codec; };
-struct sink { uint8_t *p; size_t len, cap; struct frame f[256]; int n; };
+struct sink { uint8_t *p; size_t len, cap; struct frame f[256]; int n; uint64_t chunk_bytes, literal_bytes; };
 
 static int sink(void *arg, const struct stream_piece *pc)
 {
@@ -34,12 +34,17 @@ static int sink(void *arg, const struct stream_piece *pc)
 		b->f[b->n].codec = pc->buf[1];     /* the frame header's codec byte (handoff-stream(5)) */
 		b->n++;
 	}
+	if (pc->kind == STREAM_EMIT_FRAME) {
+		b->chunk_bytes += pc->chunk_bytes;
+		b->literal_bytes += pc->literal_bytes;
+	}
 	memcpy(b->p + b->len, pc->buf, pc->len);
 	b->len += pc->len;
 	return 0;
 }
 
 static uint8_t data[IMG_SIZE];
+static bool zero_thirds;     /* encode() sends every third chunk as ZERO */
 
 static void header_init(struct stream_header *h, uint32_t frame_max)
 {
@@ -71,7 +76,9 @@ static int encode(struct sink *b, uint32_t frame_max, const uint32_t *limit, con
 	if (threads > 1 && (rc = stream_enc_set_threads(e, threads)))
 		goto out;
 	for (uint32_t i = 0; i < NCHUNKS; i++) {
-		struct stream_chunk c = { .image = 0, .idx = i, .len = CS, .enc = STREAM_ENC_RAW, .data = data + (size_t)i * CS };
+		struct stream_chunk c = { .image = 0, .idx = i, .len = CS,
+					  .enc = zero_thirds && i % 3 == 0 ? STREAM_ENC_ZERO : STREAM_ENC_RAW,
+					  .data = data + (size_t)i * CS };
 		if (flush && flush[i]) {
 			if ((rc = stream_enc_flush_frame(e)))
 				goto out;
@@ -145,6 +152,21 @@ int main(void)
 		max = HO_MAX(max, a.f[i].raw);
 	ok(a.n == 2 && max <= 64 * CS, "no limit: %d frames of at most frame_max (largest %zu)", a.n, max);
 	ok(decodes(&a), "...decodes to the same image");
+	ok(a.chunk_bytes == IMG_SIZE && a.literal_bytes == IMG_SIZE, "frames stand for every chunk's bytes, all of "
+	   "them data (%llu, %llu)", (unsigned long long)a.chunk_bytes, (unsigned long long)a.literal_bytes);
+
+	/* zero chunks count as input the frames stand for, not as data (what the adaptive engine
+	 * measures modes on: adapt_observe_input), with one thread or two */
+	zero_thirds = true;
+	for (unsigned th = 1; th <= 2; th++) {
+		struct sink z;
+		ok(encode(&z, 8 * CS, NULL, NULL, -1, th) == 0, "encode with every third chunk zero (%u thread(s))", th);
+		ok(z.chunk_bytes == IMG_SIZE && z.literal_bytes == (uint64_t)CS * (NCHUNKS - NCHUNKS / 3),
+		   "...frames stand for %llu bytes, %llu of them data", (unsigned long long)z.chunk_bytes,
+		   (unsigned long long)z.literal_bytes);
+		free(z.p);
+	}
+	zero_thirds = false;
 
 	/* a small limit from the start: frames close at it */
 	limit[0] = 8 * CS;

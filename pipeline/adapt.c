@@ -416,11 +416,11 @@ static bool link_unbounded(const struct adapt *a)
 	return a->drained_seen && !a->sat_seen;
 }
 
-static double predict(const struct adapt *a, size_t i, double *p_out, double *n_out)
+/* C(m) of mode i on a link of bw bytes/s (predict: the estimate's). */
+static double predict_at(const struct adapt *a, size_t i, double bw, double *p_out, double *n_out)
 {
 	double p = proc_rate(a, i);
-	double n = link_unbounded(a) ? HUGE_VAL :
-	           HO_MAX(a->bw.slow.v, MIN_RATE) / HO_MAX(eff_ratio(a, i), MIN_RATIO);
+	double n = link_unbounded(a) ? HUGE_VAL : HO_MAX(bw, MIN_RATE) / HO_MAX(eff_ratio(a, i), MIN_RATIO);
 
 	if (p_out)
 		*p_out = p;
@@ -429,19 +429,25 @@ static double predict(const struct adapt *a, size_t i, double *p_out, double *n_
 	return HO_MIN(p, n);
 }
 
-/* The mode with the highest predicted consumption rate; ties go to the smaller ratio (fewer bytes
- * on a shared link), then to the lower index. Then the cheapest mode (the table's order) predicted
- * within half the hysteresis of it: predictions that close are one within the other's noise, and
- * the cheaper mode keeps CPU in hand. At 100 Mbit/s, after a trial of xor-lz4, delta-zstd3 was predicted 3 %
- * ahead of xor-zstd1, network-bound both (processing predicted at 1.65e9 B/s from xor-lz4's frames
- * of chunks that XOR to zeros), and ran CPU-bound at a fifth of that. */
-static size_t best_mode(const struct adapt *a)
+static double predict(const struct adapt *a, size_t i, double *p_out, double *n_out)
+{
+	return predict_at(a, i, a->bw.slow.v, p_out, n_out);
+}
+
+/* The mode with the highest predicted consumption rate on a link of bw bytes/s; ties go to the
+ * smaller ratio (fewer bytes on a shared link), then to the lower index. Then the cheapest mode
+ * (the table's order) predicted within half the hysteresis of it: predictions that close are one
+ * within the other's noise, and the cheaper mode keeps CPU in hand. At 100 Mbit/s, after a trial
+ * of xor-lz4, delta-zstd3 was predicted 3 % ahead of xor-zstd1, network-bound both (processing
+ * predicted at 1.65e9 B/s from xor-lz4's frames of chunks that XOR to zeros), and ran CPU-bound
+ * at a fifth of that. */
+static size_t best_mode(const struct adapt *a, double bw)
 {
 	size_t best = 0;
-	double bc = predict(a, 0, NULL, NULL);
+	double bc = predict_at(a, 0, bw, NULL, NULL);
 
 	for (size_t i = 1; i < a->n; i++) {
-		double c = predict(a, i, NULL, NULL);
+		double c = predict_at(a, i, bw, NULL, NULL);
 		if (c > bc * (1 + 1e-9) ||
 		    (c >= bc * (1 - 1e-9) && eff_ratio(a, i) < eff_ratio(a, best))) {
 			best = i;
@@ -449,7 +455,7 @@ static size_t best_mode(const struct adapt *a)
 		}
 	}
 	for (size_t i = 0; i < best; i++)
-		if (predict(a, i, NULL, NULL) >= bc * (1 - a->p.hysteresis / 2))
+		if (predict_at(a, i, bw, NULL, NULL) >= bc * (1 - a->p.hysteresis / 2))
 			return i;
 	return best;
 }
@@ -464,7 +470,7 @@ static size_t best_mode(const struct adapt *a)
 #define FIRST_BW_LO    625e3       /* 5 Mbit/s */
 #define FIRST_BW_HI    125e6       /* 1 Gbit/s */
 #define FIRST_BW_STEPS 16
-static size_t first_mode(struct adapt *a)
+static size_t first_mode(const struct adapt *a)
 {
 	size_t first = 0;
 	double first_loss = HUGE_VAL;
@@ -472,15 +478,15 @@ static size_t first_mode(struct adapt *a)
 	for (size_t i = 0; i < a->n; i++) {
 		double loss = 1.0;
 		for (int k = 0; k <= FIRST_BW_STEPS; k++) {
-			a->bw.slow.v = FIRST_BW_LO * pow(FIRST_BW_HI / FIRST_BW_LO, (double)k / FIRST_BW_STEPS);
-			loss = HO_MAX(loss, predict(a, best_mode(a), NULL, NULL) / predict(a, i, NULL, NULL));
+			double bw = FIRST_BW_LO * pow(FIRST_BW_HI / FIRST_BW_LO, (double)k / FIRST_BW_STEPS);
+			double top = predict_at(a, best_mode(a, bw), bw, NULL, NULL);
+			loss = HO_MAX(loss, top / predict_at(a, i, bw, NULL, NULL));
 		}
 		if (loss < first_loss * (1 - 1e-9)) {
 			first = i;
 			first_loss = loss;
 		}
 	}
-	a->bw.slow.v = a->p.initial_bw;
 	return first;
 }
 
@@ -1021,7 +1027,7 @@ size_t adapt_decide(struct adapt *a, uint64_t now_ns)
 		}
 		goto out;
 	}
-	best = best_mode(a);
+	best = best_mode(a, a->bw.slow.v);
 	/* an inflated bandwidth estimate is a guess that grows until something lighter wins: try the
 	 * next lighter mode predicted to win, not the lightest (whose win would only be as big as the
 	 * guess). Not simply the next lighter one: the table's order is by CPU cost, and the mode

@@ -660,10 +660,11 @@ static int walk_emit(void *arg, const struct stream_piece *p)
 
 	t1 = ho_mono_ns();
 	w->io_ns += t1 - t0;
-	if (!rc && p->kind == STREAM_EMIT_FRAME)
+	if (!rc && p->kind == STREAM_EMIT_FRAME) {
 		w->frames_out++;
-	if (!rc && w->ad && p->kind == STREAM_EMIT_FRAME)
-		walk_observe(w, p, t1);
+		if (w->ad)
+			walk_observe(w, p, t1);
+	}
 	return rc;
 }
 

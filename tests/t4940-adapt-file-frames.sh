@@ -18,8 +18,9 @@ need_export_opts --adaptive
 "$mk" checkpoint src >/dev/null || bail "cannot checkpoint"
 
 check "adaptive export to a file" handoff-export -q --adaptive src -o a.hs
-frames=$(handoff-inspect stream --overlay src --json a.hs 2>/dev/null | grep -o '"frames":[0-9]*' | head -n 1 | cut -d: -f2)
-bytes=$(handoff-inspect stream --overlay src --json a.hs 2>/dev/null | grep -o '"decoded_payload":[0-9]*' | cut -d: -f2)
+json=$(handoff-inspect stream --overlay src --json a.hs 2>/dev/null)
+frames=$(grep -o '"frames":[0-9]*' <<<"$json" | head -n 1 | cut -d: -f2)
+bytes=$(grep -o '"decoded_payload":[0-9]*' <<<"$json" | cut -d: -f2)
 echo "# $frames frames, $bytes bytes of records"
 check "frames of 2 MiB or more on average ($frames frames for $bytes bytes of records)" \
 	awk -v f="$frames" -v b="$bytes" 'BEGIN { exit !(f > 0 && b > 20e6 && b / f >= 2 * 1048576) }'

@@ -1100,21 +1100,24 @@ static void test_no_grow_unmeasured(void)
  * 23 MB/s by 10 %. */
 static void test_tie_cheaper(void)
 {
-	struct adapt_params p = params();
-	struct adapt *a = adapt_new(modes, NMODES, &p);
+	static const struct {
+		double bw, hysteresis;
+		const char *want, *name;
+	} rows[] = {
+		{ 25.5e6, 0, "zstd-3", "zstd-9 predicted 3.5 % ahead: a tie, the cheaper zstd-3" },
+		{ 23e6, 0, "zstd-9", "zstd-9 predicted 10 % ahead: zstd-9" },
+		{ 25.5e6, 1e-9, "zstd-9", "...and without hysteresis, 3.5 % is enough" },
+	};
 
-	set_env(a, 25.5e6, 1.0, S(1));
-	is_str(adapt_mode_name(a, adapt_decide(a, S(1))), "zstd-3", "zstd-9 predicted 3.5 % ahead: a tie, the cheaper zstd-3");
-	adapt_free(a);
-	a = adapt_new(modes, NMODES, &p);
-	set_env(a, 23e6, 1.0, S(1));
-	is_str(adapt_mode_name(a, adapt_decide(a, S(1))), "zstd-9", "zstd-9 predicted 10 % ahead: zstd-9");
-	adapt_free(a);
-	p.hysteresis = 1e-9;
-	a = adapt_new(modes, NMODES, &p);
-	set_env(a, 25.5e6, 1.0, S(1));
-	is_str(adapt_mode_name(a, adapt_decide(a, S(1))), "zstd-9", "...and without hysteresis, 3.5 % is enough");
-	adapt_free(a);
+	for (size_t r = 0; r < HO_ARRAY_SIZE(rows); r++) {
+		struct adapt_params p = params();
+		if (rows[r].hysteresis > 0)
+			p.hysteresis = rows[r].hysteresis;
+		struct adapt *a = adapt_new(modes, NMODES, &p);
+		set_env(a, rows[r].bw, 1.0, S(1));
+		is_str(adapt_mode_name(a, adapt_decide(a, S(1))), rows[r].want, rows[r].name);
+		adapt_free(a);
+	}
 }
 
 /* The engine's rates and ratios are of data chunks (adapt.h); adapt_status() reports them per

@@ -44,6 +44,13 @@
  * frames, and stays full. */
 #define FAT_SEND_RUN      8
 #define FAT_SEND_NS       100000000ull
+/* A mode predicted to process this many times what the link takes of it leaves the CPU idle most
+ * of the time (net_bound_idle). With the current mode so, a due probe takes every mode of the
+ * probe span on its sample (adapt_probe_peers), the probes may spend up to PROBE_IDLE_SHARE of
+ * the idle time, and a switch to a mode that idles too needs IDLE_HYST_MUL of the hysteresis. */
+#define PEER_HEADROOM     2.0
+#define PROBE_IDLE_SHARE  0.25
+#define IDLE_HYST_MUL     0.3
 #define FLAP_MAX          3          /* dwell doublings after back-and-forth switches */
 #define FLAP_FORGET       8          /* dwells in one mode that forget them */
 #define CORR_MIN          0.4
@@ -114,9 +121,11 @@ struct amode {
 	struct dsum offs;     /* its sums (off_add) */
 	/* The same for speed: a probe's speed depends on its sample (zero chunks cost nothing, text
 	 * a lot) and leaves out what every mode pays in the pipeline (reading, hashing, sending), so
-	 * another mode's speed is the current mode's from its frames, scaled by how the two compared
-	 * on the same samples. */
+	 * another mode's speed comes from the current mode's frames, and from how the two compared
+	 * on the same samples (speed_of). */
 	struct ema sfr;       /* input bytes per CPU-second, from frames only */
+	struct ema pspeed;    /* ...and from probes only (their sums: ps) */
+	struct dsum ps;
 	struct ema soff;      /* log(probe speed) offset, as off */
 	struct dsum soffs;
 	uint64_t t_probe;     /* last probe */
@@ -326,22 +335,38 @@ static double speed_of(const struct adapt *a, size_t i)
 
 	if (i == a->cur && m->sfr.seen && m->t_obs >= a->last_switch)
 		return m->sfr.v;
-	if (i != a->cur && m->soff.seen && c->soff.seen && c->sfr.seen && c->t_obs >= a->last_switch)
-		return c->sfr.v * exp(m->soff.v - c->soff.v);
+	if (i != a->cur && m->soff.seen && c->soff.seen && c->sfr.seen && c->t_obs >= a->last_switch) {
+		double rel = exp(m->soff.v - c->soff.v);   /* i's probes' speed over the current mode's */
+		if (!(c->pspeed.seen && c->pspeed.v > 0))
+			return c->sfr.v * rel;
+		/* Costs per byte add up: what the pipeline pays around any mode (reading, hashing,
+		 * the sent set, records, threads) is the current mode's frames' cost less its probes';
+		 * i pays that and its own probes' cost. Scaling the frames' speed by the probes' speeds
+		 * charged that overhead at i's rate: from xor-zstd1's frames (40 MB/s a core of data
+		 * chunks, its probes 300) delta-zstd3 (probes 7 times slower) was predicted at 6 MB/s
+		 * and CPU-bound at 25 Mbit/s, where its own frames ran at 25-35 and it was the best
+		 * mode (bench/adapt.sh). */
+		double pc = 1.0 / c->pspeed.v, over = HO_MAX(0.0, 1.0 / c->sfr.v - pc);
+		return 1.0 / (over + pc / rel);
+	}
 	return m->speed.v;
 }
 
-/* Processing rate of mode i on the cores we can have now. */
-static double proc_rate(const struct adapt *a, size_t i)
+/* The cores mode i can use now. */
+static double cores_for(const struct adapt *a, size_t i)
 {
 	double threads = a->m[i].threads ? (double)a->m[i].threads : a->p.ncores;
 	double cores = a->p.ncores * clampd(a->cpu.slow.v, 0.0, 1.0);
 	double use = HO_MIN(threads, cores);
 
 	/* even a saturated machine gives us a sliver; never predict zero */
-	if (use < 0.02)
-		use = 0.02;
-	return HO_MAX(speed_of(a, i) * use, MIN_RATE);
+	return use < 0.02 ? 0.02 : use;
+}
+
+/* Processing rate of mode i on the cores we can have now. */
+static double proc_rate(const struct adapt *a, size_t i)
+{
+	return HO_MAX(speed_of(a, i) * cores_for(a, i), MIN_RATE);
 }
 
 /* Mode i's frame/probe correction: its own once learnt, else the one its group learnt last
@@ -434,6 +459,27 @@ static double predict(const struct adapt *a, size_t i, double *p_out, double *n_
 	return predict_at(a, i, a->bw.slow.v, p_out, n_out);
 }
 
+/* Mode i on the measured link leaves the CPU idle most of the time: predicted to process at least
+ * PEER_HEADROOM times what the link takes of it, by its prediction and by its own probes' speed
+ * alike (a speed carried over from another mode's frames can be far off: delta-zstd3 predicted
+ * at 1.65e9 B/s from xor-lz4's frames ran at a fifth of that). Not on a guess (grown). */
+static bool net_bound_idle(const struct adapt *a, size_t i)
+{
+	double p, n;
+
+	if (!a->sat_seen || link_unbounded(a) || a->grown)
+		return false;
+	predict(a, i, &p, &n);
+	p = HO_MIN(p, a->m[i].speed.v * cores_for(a, i));
+	return p >= PEER_HEADROOM * n;
+}
+
+/* The current mode leaves the CPU idle most of the time. */
+static bool cpu_idle(const struct adapt *a)
+{
+	return net_bound_idle(a, a->cur);
+}
+
 /* The mode with the highest predicted consumption rate on a link of bw bytes/s; ties go to the
  * smaller ratio (fewer bytes on a shared link), then to the lower index. Then the cheapest mode
  * (the table's order) predicted within half the hysteresis of it: predictions that close are one
@@ -454,6 +500,9 @@ static size_t best_mode(const struct adapt *a, double bw)
 			bc = c;
 		}
 	}
+	/* ...unless the CPU idles whichever of them runs: then the smaller ratio is free */
+	if (bw == a->bw.slow.v && cpu_idle(a) && net_bound_idle(a, best))
+		return best;
 	for (size_t i = 0; i < best; i++)
 		if (predict_at(a, i, bw, NULL, NULL) >= bc * (1 - a->p.hysteresis / 2))
 			return i;
@@ -592,6 +641,7 @@ static void mode_add(struct adapt *a, size_t i, uint64_t in, uint64_t out, uint6
 	if (probe) {
 		ema_add(&m->speed, (double)in / ((double)cpu_ns / NS_PER_S), now, wall_ns, a->p.tau_rate_ns,
 		        a->p.first_weight);
+		dsum_add(&m->ps, &m->pspeed, (double)in, (double)cpu_ns / NS_PER_S, now, a->p.tau_rate_ns, 1.0);
 	} else {
 		/* sfr: the frames' speed alone; speed: also moved by probes in between */
 		double sp = dsum_add(&m->fs, &m->sfr, (double)in, (double)cpu_ns / NS_PER_S, now, a->p.tau_rate_ns, 1.0);
@@ -696,8 +746,9 @@ int adapt_observe_probe_ref(struct adapt *a, size_t mode_idx, uint64_t input_byt
 		return 0;
 	m = &a->m[mode_idx];
 	r = &a->m[ref_idx];
-	ho_debug("probe at %.3f s: '%s' %" PRIu64 " -> %" PRIu64 " B, '%s' %" PRIu64 " B",
-	         (double)(now_ns - a->start_t) / NS_PER_S, m->name, input_bytes, output_bytes, r->name, ref_output);
+	ho_debug("probe at %.3f s: '%s' %" PRIu64 " -> %" PRIu64 " B in %.1f ms, '%s' %" PRIu64 " B in %.1f ms",
+	         (double)(now_ns - a->start_t) / NS_PER_S, m->name, input_bytes, output_bytes, cpu_ns / 1e6, r->name,
+	         ref_output, ref_cpu_ns / 1e6);
 	off_add(a, &m->off, &m->offs, &r->off, (double)output_bytes, (double)ref_output, now_ns);
 	if (cpu_ns && ref_cpu_ns)
 		off_add(a, &m->soff, &m->soffs, &r->soff, (double)ref_cpu_ns, (double)cpu_ns, now_ns);
@@ -1046,6 +1097,10 @@ size_t adapt_decide(struct adapt *a, uint64_t now_ns)
 	if (best != a->cur) {
 		cb = predict(a, best, NULL, NULL);
 		cc = predict(a, a->cur, NULL, NULL);
+		/* between two modes that leave the CPU idle only the ratio counts, and a wrong switch
+		 * costs the few per cent it was wrong by: a smaller margin (on a thin link the
+		 * stronger mode's gains come in short regions, and a 10 % margin never let it in) */
+		double hyst = a->p.hysteresis * (cpu_idle(a) && net_bound_idle(a, best) ? IDLE_HYST_MUL : 1.0);
 		/* the dwell gives way to a big change, and to a lighter mode tried on an inflated
 		 * bandwidth estimate (whose failures back off on their own) */
 		bool lighter = a->grown && best < a->cur;
@@ -1073,7 +1128,7 @@ size_t adapt_decide(struct adapt *a, uint64_t now_ns)
 		bool dwelt = !a->switched || now_ns - a->last_switch >= dwell;
 		if (back && a->flaps)
 			big_gain = big_gain && dwelt;
-		if (!wait && cb > cc * (1 + a->p.hysteresis) &&
+		if (!wait && cb > cc * (1 + hyst) &&
 		    (a->big_pending || lighter || big_gain || dwelt)) {
 			if (back && !lighter && now_ns - a->last_switch < forget)
 				a->flaps = HO_MIN(a->flaps + 1, (unsigned)FLAP_MAX);
@@ -1116,10 +1171,25 @@ uint64_t adapt_probe_bytes(const struct adapt *a, size_t idx)
 	return (uint64_t)clampd(b, (double)HO_MIN(a->p.probe_bytes, 65536ull), (double)a->p.probe_bytes);
 }
 
+/* The share of one core the probes may spend: probe_budget; on a link measured as the bottleneck,
+ * also up to PROBE_IDLE_SHARE of the time the current mode leaves the CPU idle (the walk would
+ * wait on the link meanwhile). */
+static double probe_rate(const struct adapt *a)
+{
+	double p, n;
+
+	if (!a->sat_seen || link_unbounded(a))
+		return a->p.probe_budget;
+	predict(a, a->cur, &p, &n);
+	if (!(p > n))
+		return a->p.probe_budget;
+	return HO_MAX(a->p.probe_budget, PROBE_IDLE_SHARE * (1 - n / p));
+}
+
 bool adapt_probe_due(struct adapt *a, uint64_t now_ns, size_t *mode_idx)
 {
 	size_t lo, hi, pick = SIZE_MAX;
-	double cost = 0, bank = a->p.probe_budget * (double)PROBE_BANK_NS;
+	double cost = 0, bank = probe_rate(a) * (double)PROBE_BANK_NS;
 
 	if (a->forced >= 0 || a->n < 2)
 		return false;
@@ -1130,7 +1200,7 @@ bool adapt_probe_due(struct adapt *a, uint64_t now_ns, size_t *mode_idx)
 	if (now_ns > a->probe_t) {
 		/* a share of the CPU we get: of one core, less when competing load leaves us less */
 		double share = HO_MIN(1.0, a->p.ncores * clampd(a->cpu.slow.v, 0.0, 1.0));
-		a->probe_tokens += a->p.probe_budget * share * (double)(now_ns - a->probe_t);
+		a->probe_tokens += probe_rate(a) * share * (double)(now_ns - a->probe_t);
 		if (a->probe_tokens > bank)
 			a->probe_tokens = bank;
 		a->probe_t = now_ns;
@@ -1175,6 +1245,23 @@ bool adapt_probe_due(struct adapt *a, uint64_t now_ns, size_t *mode_idx)
 	a->probe_mode = pick;
 	*mode_idx = pick;
 	return true;
+}
+
+size_t adapt_probe_peers(const struct adapt *a, size_t due, size_t *idx, size_t max)
+{
+	size_t n = 0, lo, hi;
+
+	if (due >= a->n || max == 0)
+		return 0;
+	idx[n++] = due;
+	if (!cpu_idle(a))
+		return n;
+	lo = a->cur > a->p.probe_span ? a->cur - a->p.probe_span : 0;
+	hi = HO_MIN(a->cur + a->p.probe_span, a->n - 1);
+	for (size_t i = lo; i <= hi && n < max; i++)
+		if (i != due && i != a->cur)
+			idx[n++] = i;
+	return n;
 }
 
 double adapt_mode_speed(const struct adapt *a, size_t idx)

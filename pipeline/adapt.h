@@ -41,8 +41,10 @@
  * clock) from the caller, so the engine has no clock of its own and unit tests are exact.
  *
  * Ratios and speeds of modes other than the current one are predicted from the current mode's
- * frames, scaled by how the two compared on the same samples (adapt_observe_probe_ref): the data
- * moves every mode's ratio at once between regions of the images, the comparison does not. A
+ * frames and how the two compared on the same samples (adapt_observe_probe_ref): a ratio scaled
+ * by theirs; a speed from costs per byte, the pipeline's around the mode (the current mode's
+ * frames' less its probes') plus the other mode's probes'. The data moves every mode's ratio at
+ * once between regions of the images, the comparison does not. A
  * frame/probe correction (frames compress better than samples, more so for zstd and lzma with
  * large frames) is learnt per mode while it is current, shared within a group of modes whose
  * frames gain alike, and fades when old.
@@ -112,7 +114,9 @@ struct adapt_params {
 	uint64_t probe_interval_ns;  /* at most one probe per interval (default 0.5 s) */
 	unsigned probe_span;         /* probe modes up to this many places away (default 2) */
 	double probe_budget;         /* probes may use at most this fraction of one core's time
-	                                (default 0.05) */
+	                                (default 0.05); on a link measured as the bottleneck, also up
+	                                to a quarter of the time the current mode leaves the CPU idle
+	                                (adapt_probe_peers) */
 	uint64_t probe_bytes;        /* sample size a probe should compress (default 1 MiB; smaller
 	                                samples compress worse) */
 	uint64_t probe_time_ns;      /* ...but smaller (down to 64 KiB) when the probe, with the
@@ -253,6 +257,18 @@ size_t adapt_decide(struct adapt *a, uint64_t now_ns);
  * current, before it is compared with the current mode's frames. Always false when the engine
  * is forced. */
 bool adapt_probe_due(struct adapt *a, uint64_t now_ns, size_t *mode_idx);
+
+/* The modes a due probe of mode `due` (adapt_probe_due) should take on its one sample, `due`
+ * first, into idx (room for max); returns how many. Just `due` unless the link was measured as
+ * the bottleneck and the current mode has CPU to spare (predicted to process at least twice what
+ * the link carries of it, by its prediction and by its own probes' speed alike): then also every
+ * other mode within probe_span of the current one. Modes
+ * compared on one sample compare alike; on a thin link, where a region of the images can favour
+ * delta over xor by 3x and the next the reverse, one mode probed on the first and another on the
+ * second made the engine pick delta-lz4, which alone took 40 s where delta-zstd3 took 23 (640 MiB of a
+ * guest's changes at 25 Mbit/s).
+ * The probes' CPU is charged as usual (adapt_observe_probe). */
+size_t adapt_probe_peers(const struct adapt *a, size_t due, size_t *idx, size_t max);
 
 /* Mode idx's processing speed estimate: input bytes per CPU-second on one core (-1 when idx is
  * out of range); e.g. to size a probe's sample so it does not hold the pipeline up for long. */

@@ -451,6 +451,7 @@ struct walk {
 	struct { int img; uint64_t idx; uint32_t len; } *schunk;
 	size_t sn, scap;                   /* chunks in it, room for */
 	uint64_t sbytes;
+	uint64_t sgen, idle_sgen;          /* runs added to it; the last one an idle probe took */
 	stream_emit_fn emit;               /* the sink, wrapped (walk_emit) to time it */
 	void *emit_arg;
 	uint64_t io_ns;                    /* time spent in the sink and reading the overlay */
@@ -957,6 +958,7 @@ static void sample_add(struct walk *w, uint64_t size)
 		w->sbytes += len;
 	}
 	w->sn += n;
+	w->sgen++;
 }
 
 /* Encode the newest `sample` bytes of the probe sample with mode j (no sent set) and compress
@@ -1037,6 +1039,24 @@ static void probe_modes(struct walk *w, const size_t *js, size_t n, uint64_t sam
 			run_probe(w, js[k], sample, ref_out ? w->cur : SIZE_MAX, ref_out, ref_cpu, ho_mono_ns(), NULL);
 }
 
+/* The sink waits on the link (export_idle): the walk's thread has nothing to do, so a due probe
+ * (of every mode of the span on the link that leaves the CPU idle: adapt_probe_peers) runs now,
+ * on the newest input, once per new sample: the same bytes again would tell nothing. Its time is
+ * the sink's, which walk_emit counts: not counted again. */
+static void walk_idle(void *arg)
+{
+	struct walk *w = arg;
+	uint64_t io = w->io_ns;
+	size_t probe, peers[64], np;
+
+	if (!w->adaptive || !w->calibrated || w->sgen == w->idle_sgen || !adapt_probe_due(w->ad, ho_mono_ns(), &probe))
+		return;
+	w->idle_sgen = w->sgen;
+	np = adapt_probe_peers(w->ad, probe, peers, HO_ARRAY_SIZE(peers));
+	probe_modes(w, peers, np, HO_MIN(adapt_probe_bytes(w->ad, probe), (uint64_t)PROBE_MAX));
+	w->io_ns = io;
+}
+
 /* Before a run: feed the CPU meter, decide the mode, print progress. */
 static int walk_tick(struct walk *w, uint64_t now)
 {
@@ -1105,10 +1125,13 @@ static int flush_run(struct walk *w)
 			/* a probe runs in the walk's thread and holds the pipeline up while it runs (the
 			 * link drains what is queued meanwhile): the engine sizes its sample */
 			uint64_t sample = HO_MIN(adapt_probe_bytes(w->ad, probe), (uint64_t)PROBE_MAX);
-			if (probe == w->cur)
+			size_t peers[64];
+			size_t np = adapt_probe_peers(w->ad, probe, peers, HO_ARRAY_SIZE(peers));
+			w->idle_sgen = w->sgen;
+			if (np == 1 && probe == w->cur)
 				run_probe(w, probe, sample, SIZE_MAX, 0, 0, t1, NULL);
 			else
-				probe_modes(w, &probe, 1, sample);
+				probe_modes(w, peers, np, sample);
 		}
 	}
 	if (rc) {
@@ -1240,11 +1263,11 @@ static int count_cb(const struct tracker_chunk *c, void *arg)
 int export_run(const char *dir, uint32_t until, const struct export_opts *o, stream_emit_fn emit, void *arg,
 	       struct export_result *res)
 {
-	return export_run_adapt(dir, until, o, NULL, emit, arg, res);
+	return export_run_adapt(dir, until, o, NULL, emit, arg, NULL, res);
 }
 
 int export_run_adapt(const char *dir, uint32_t until, const struct export_opts *o, struct adapt *ad,
-		     stream_emit_fn emit, void *arg, struct export_result *res)
+		     stream_emit_fn emit, void *arg, struct export_idle *idle, struct export_result *res)
 {
 	struct overlay *ov = NULL;
 	struct tracker *t = NULL;
@@ -1354,6 +1377,10 @@ int export_run_adapt(const char *dir, uint32_t until, const struct export_opts *
 		double avail;
 		adapt_cpu_meter_sample(&w.meter, &avail);     /* primes it */
 	}
+	if (idle && w.adaptive) {
+		idle->fn = walk_idle;
+		idle->arg = &w;
+	}
 	rc = tracker_foreach(t, -1, o->since, until, walk_cb, &w);
 	if (w.err)
 		rc = w.err;
@@ -1369,6 +1396,8 @@ int export_run_adapt(const char *dir, uint32_t until, const struct export_opts *
 	if (!rc && w.ad)
 		walk_progress(&w, true);
 out:
+	if (idle)
+		idle->fn = NULL;
 	adapt_free(own);
 	res->peak_rss = pipeline_peak_rss();
 	stream_enc_free(w.enc);

@@ -28,11 +28,19 @@ int export_sender_id(const char *dir, uint8_t id[16]);
 /* Generate the stream of (o->since, until] of the overlay in dir into emit. */
 int export_run(const char *dir, uint32_t until, const struct export_opts *o, stream_emit_fn emit, void *arg,
 	       struct export_result *res);
+/* What the walk has to do while its sink waits on the link: the sink calls fn(arg) when it is
+ * about to wait (the walk's thread is the sink's, and idle meanwhile); fn is NULL when there is
+ * nothing to do (not adaptive, or the walk is over). */
+struct export_idle {
+	void (*fn)(void *arg);
+	void *arg;
+};
 /* The same, driven by (and feeding) the adaptive engine ad (adapt.h), which the caller made with
  * export_adapt_new() and feeds with network observations; NULL: export_run() (which makes its
- * own engine when o->adaptive or o->progress ask for one). */
+ * own engine when o->adaptive or o->progress ask for one). When idle is not NULL, the walk sets
+ * it for as long as it runs (the adaptive walk probes modes on its newest input then). */
 int export_run_adapt(const char *dir, uint32_t until, const struct export_opts *o, struct adapt *ad,
-		     stream_emit_fn emit, void *arg, struct export_result *res);
+		     stream_emit_fn emit, void *arg, struct export_idle *idle, struct export_result *res);
 /* The engine for o (over the named modes of mode.h, with their measured profiles), or NULL in
  * *out when o needs none (neither adaptive nor progress, or a mode outside the table). */
 int export_adapt_new(const struct export_opts *o, struct adapt **out);

@@ -155,6 +155,7 @@ struct sim {
 	double consumed;          /* dirty input consumed */
 	double probe_cpu;         /* CPU seconds spent on probes */
 	unsigned nprobes, probe_far;
+	unsigned npeers;          /* modes probed in all (adapt_probe_peers) */
 	uint64_t seq;             /* frames sent */
 	double last_probe_t;
 	double min_probe_gap;
@@ -219,30 +220,39 @@ static void sim_run(struct sim *s, double secs)
 		if (s->meter)
 			adapt_observe_cpu(s->a, s->avail, now);
 		if (s->probes && adapt_probe_due(s->a, now, &j)) {
-			/* the sample the engine asks for, as the exporter does */
-			double sample = (double)adapt_probe_bytes(s->a, j), pc = sample / s->speed[j];
-			size_t d = j > m ? j - m : m - j;
+			/* the sample the engine asks for, and the modes it wants on it, as the exporter
+			 * does (adapt_probe_peers; all of them beside the current mode with pairs) */
+			double sample = (double)adapt_probe_bytes(s->a, j);
+			size_t peers[NMODES], np = s->pairs ? adapt_probe_peers(s->a, j, peers, NMODES) : 1;
+			uint64_t ref = (uint64_t)(sample * sim_ratio(s, m) * s->pbias);
+			double pm = sample / s->speed[m];
+			if (!s->pairs)
+				peers[0] = j;
 			s->nprobes++;
-			if (d > 2)
-				s->probe_far++;
 			if (s->last_probe_t >= 0 && s->t - s->last_probe_t < s->min_probe_gap)
 				s->min_probe_gap = s->t - s->last_probe_t;
 			s->last_probe_t = s->t;
-			s->probe_cpu += pc;
-			if (s->pairs && j != m) {
-				double pm = sample / s->speed[m];
-				uint64_t ref = (uint64_t)(sample * sim_ratio(s, m) * s->pbias);
+			s->npeers += np;
+			if (s->pairs && (np > 1 || j != m)) {
 				s->probe_cpu += pm;
 				adapt_observe_probe(s->a, m, (uint64_t)sample, ref, (uint64_t)(pm * 1e9),
 				                    (uint64_t)(pm * 1e9), now);
-				adapt_observe_probe_ref(s->a, j, (uint64_t)sample,
-				                        (uint64_t)(sample * sim_ratio(s, j) * s->pbias),
-				                        (uint64_t)(pc * 1e9), (uint64_t)(pc * 1e9), m, ref,
-				                        (uint64_t)(pm * 1e9), now);
-			} else {
-				adapt_observe_probe(s->a, j, (uint64_t)sample,
-				                    (uint64_t)(sample * sim_ratio(s, j) * s->pbias),
-				                    (uint64_t)(pc * 1e9), (uint64_t)(pc * 1e9), now);
+			}
+			for (size_t k = 0; k < np; k++) {
+				size_t q = peers[k], d = q > m ? q - m : m - q;
+				double pc = sample / s->speed[q];
+				uint64_t out = (uint64_t)(sample * sim_ratio(s, q) * s->pbias);
+				if (d > 2)
+					s->probe_far++;
+				if (s->pairs && q == m && np > 1)
+					continue;       /* probed above, as the reference */
+				s->probe_cpu += pc;
+				if (s->pairs && q != m)
+					adapt_observe_probe_ref(s->a, q, (uint64_t)sample, out, (uint64_t)(pc * 1e9),
+					                        (uint64_t)(pc * 1e9), m, ref, (uint64_t)(pm * 1e9), now);
+				else
+					adapt_observe_probe(s->a, q, (uint64_t)sample, out, (uint64_t)(pc * 1e9),
+					                    (uint64_t)(pc * 1e9), now);
 			}
 		}
 		s->t += dt;
@@ -1251,13 +1261,77 @@ static void test_probe_budget_load(void)
 	struct sim s;
 	double secs = 60;
 
-	sim_init(&s, adapt_new(modes, NMODES, &p), 100);
+	/* CPU-bound (lz4 on half a core at 1 Gbit/s): the budget alone */
+	sim_init(&s, adapt_new(modes, NMODES, &p), 1000);
 	s.avail = 0.25;
 	s.pairs = true;
 	sim_run(&s, secs);
+	is_int(sim_mode(&s), LZ4, "1 Gbit/s on half a core: lz4, CPU-bound");
 	ok(s.nprobes >= 5, "probes under load (%u in %.0f s)", s.nprobes, secs);
 	ok(s.probe_cpu <= 0.05 * 0.5 * secs + 0.3, "probe CPU within 5%% of the half core we get (%.2f s of %.0f s)",
 	   s.probe_cpu, secs);
+	ok(s.npeers <= s.nprobes + s.nprobes / 10, "...one mode per probe once CPU-bound: %u modes in %u probes",
+	   s.npeers, s.nprobes);
+	adapt_free(s.a);
+}
+
+/* Another mode's speed from the current mode's frames and the two modes' probes on the same
+ * samples: per-byte costs add. Frames of the light mode run at 40 MB/s a core, its probes at 300
+ * (the pipeline around it costs the difference), the strong mode's probes at 40: the strong
+ * mode's frames will run at 1 / (1/40 - 1/300 + 1/40) = 21.4 MB/s a core, not at 40 x 40/300 =
+ * 5.3 (which made delta-zstd3 look CPU-bound at 25 Mbit/s). */
+static void test_speed_additive(void)
+{
+	static const struct adapt_mode_profile two[] = {
+		{ "light", 400e6, 0.30, 0 }, { "strong", 50e6, 0.25, 0 },
+	};
+	struct adapt_params p = params();
+	struct adapt *a = adapt_new(two, 2, &p);
+	double proc, want = 2 / (1 / 40e6 - 1 / 300e6 + 1 / 40e6);
+
+	adapt_force(a, 0);
+	adapt_observe_mode(a, 0, 40000000, 12000000, S(1), S(0.5), 2, S(1));
+	adapt_observe_probe(a, 0, 1000000, 300000, (uint64_t)(1e9 / 300), (uint64_t)(1e9 / 300), S(1.1));
+	adapt_observe_probe_ref(a, 1, 1000000, 250000, (uint64_t)(1e9 / 40), (uint64_t)(1e9 / 40), 0, 300000,
+	                        (uint64_t)(1e9 / 300), S(1.1));
+	adapt_predict(a, 0, &proc, NULL);
+	ok(fabs(proc - 80e6) < 1e6, "the light mode: its frames' 40 MB/s on 2 cores (%.1f MB/s)", proc / 1e6);
+	adapt_predict(a, 1, &proc, NULL);
+	ok(fabs(proc - want) < 0.02 * want, "the strong one: the pipeline's cost plus its probes' (%.1f MB/s, want %.1f)",
+	   proc / 1e6, want / 1e6);
+	adapt_free(a);
+}
+
+/* On a thin link the current mode leaves the CPU idle most of the time: probes take every mode
+ * of the span on one sample (adapt_probe_peers), and may spend up to a quarter of the idle time
+ * (5 Mbit/s, zstd-19: 6 MB/s of processing against 2.4 MB/s the link takes of it, 60 % idle, so
+ * 15 % of a core); not before the link was measured. */
+static void test_probe_idle(void)
+{
+	struct adapt_params p = params();
+	struct adapt *a = adapt_new(modes, NMODES, &p);
+	struct sim s;
+	size_t peers[NMODES], np, j;
+	double secs = 60;
+
+	adapt_probe_due(a, S(1), &j);            /* the budget starts filling */
+	ok(adapt_probe_due(a, S(3), &j), "a probe is due at the start");
+	np = adapt_probe_peers(a, j, peers, NMODES);
+	ok(np == 1 && peers[0] == j, "...of one mode: the link is not measured yet (%zu)", np);
+	adapt_free(a);
+
+	sim_init(&s, adapt_new(modes, NMODES, &p), 5);
+	s.pairs = true;
+	sim_run(&s, secs);
+	is_int(sim_mode(&s), ZSTD19, "5 Mbit/s: zstd-19");
+	np = adapt_probe_peers(s.a, ZSTD9, peers, NMODES);
+	ok(np == 2 && peers[0] == ZSTD9 && peers[1] == ZSTD3, "with the CPU idle, the span on one sample: "
+	   "zstd-9 and zstd-3 beside zstd-19 (%zu)", np);
+	ok(s.npeers >= s.nprobes * 3 / 2, "...in the run, %u modes in %u probes", s.npeers, s.nprobes);
+	ok(s.probe_cpu > 0.05 * secs && s.probe_cpu <= 0.25 * 0.6 * secs + 0.5,
+	   "probe CPU above the 5%% budget, within a quarter of the idle time (%.2f s of %.0f s)", s.probe_cpu, secs);
+	np = adapt_probe_peers(s.a, ZSTD9, peers, 1);
+	is_int(np, 1, "...and no more than the room given");
 	adapt_free(s.a);
 }
 
@@ -1546,6 +1620,8 @@ int main(void)
 	test_unbounded();
 	test_learn_clock();
 	test_probe_budget_load();
+	test_probe_idle();
+	test_speed_additive();
 	test_beats_static();
 	test_progress();
 	test_cpu_fraction();

@@ -500,9 +500,17 @@ static size_t best_mode(const struct adapt *a, double bw)
 			bc = c;
 		}
 	}
-	/* ...unless the CPU idles whichever of them runs: then the smaller ratio is free */
-	if (bw == a->bw.slow.v && cpu_idle(a) && net_bound_idle(a, best))
+	/* ...unless the CPU idles whichever of them runs: then it is the strongest of those that idle
+	 * too (the table's last), a stronger mode makes no more bytes than a cheaper one (the delta
+	 * modes keep an XOR record when it is smaller; zstd-3 over zstd-1 over lz4), and predictions
+	 * that close come from samples that told them apart by nothing (a region that hardly
+	 * compresses: at 5 Mbit/s the engine went to delta-lz4, 0.3 % ahead of delta-zstd3) */
+	if (bw == a->bw.slow.v && cpu_idle(a) && net_bound_idle(a, best)) {
+		for (size_t i = a->n; i-- > best + 1;)
+			if (net_bound_idle(a, i) && predict_at(a, i, bw, NULL, NULL) >= bc * (1 - a->p.hysteresis / 2))
+				return i;
 		return best;
+	}
 	for (size_t i = 0; i < best; i++)
 		if (predict_at(a, i, bw, NULL, NULL) >= bc * (1 - a->p.hysteresis / 2))
 			return i;
@@ -1100,7 +1108,12 @@ size_t adapt_decide(struct adapt *a, uint64_t now_ns)
 		/* between two modes that leave the CPU idle only the ratio counts, and a wrong switch
 		 * costs the few per cent it was wrong by: a smaller margin (on a thin link the
 		 * stronger mode's gains come in short regions, and a 10 % margin never let it in) */
-		double hyst = a->p.hysteresis * (cpu_idle(a) && net_bound_idle(a, best) ? IDLE_HYST_MUL : 1.0);
+		bool idle = cpu_idle(a) && net_bound_idle(a, best);
+		double hyst = a->p.hysteresis * (idle ? IDLE_HYST_MUL : 1.0);
+		/* ...and the first decision on the measured link takes the best as it is (a tie's
+		 * stronger mode too): the first mode was a guess made before the link was known
+		 * (first_mode), not a choice to defend */
+		bool first = idle && a->decisions == 1;
 		/* the dwell gives way to a big change, and to a lighter mode tried on an inflated
 		 * bandwidth estimate (whose failures back off on their own) */
 		bool lighter = a->grown && best < a->cur;
@@ -1128,7 +1141,7 @@ size_t adapt_decide(struct adapt *a, uint64_t now_ns)
 		bool dwelt = !a->switched || now_ns - a->last_switch >= dwell;
 		if (back && a->flaps)
 			big_gain = big_gain && dwelt;
-		if (!wait && cb > cc * (1 + hyst) &&
+		if (!wait && (first || cb > cc * (1 + hyst)) &&
 		    (a->big_pending || lighter || big_gain || dwelt)) {
 			if (back && !lighter && now_ns - a->last_switch < forget)
 				a->flaps = HO_MIN(a->flaps + 1, (unsigned)FLAP_MAX);

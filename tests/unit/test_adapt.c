@@ -1130,6 +1130,42 @@ static void test_tie_cheaper(void)
 	}
 }
 
+/* Where the CPU idles in both (a thin link), a tie goes to the stronger mode, and the first
+ * decision on the measured link needs no margin: "strong" makes 2 % fewer bytes than "light" at
+ * 5 Mbit/s, a tie, and it is taken at once (as when it makes 2 % more); a later decision keeps the
+ * 3 % margin of two idle modes; at 1 Gbit/s "strong" is CPU-bound and "light" stays. */
+static void test_idle_tie(void)
+{
+	static const struct adapt_mode_profile two[] = {
+		{ "light", 400e6, 0.300, 0 }, { "strong", 100e6, 0.294, 0 },
+	};
+	struct adapt_params p = params();
+	struct adapt *a = adapt_new(two, 2, &p);
+	struct adapt_status st;
+
+	adapt_status(a, &st);
+	is_str(st.mode_name, "light", "the first mode, before the link is known: light");
+	set_env(a, MBIT(5), 1.0, S(1));
+	is_str(adapt_mode_name(a, adapt_decide(a, S(1))), "strong", "5 Mbit/s, first decision: strong, 2 % ahead");
+	adapt_free(a);
+
+	/* predicted 2 % behind is a tie too: the stronger mode's */
+	static const struct adapt_mode_profile behind[] = {
+		{ "light", 400e6, 0.300, 0 }, { "strong", 100e6, 0.306, 0 },
+	};
+	a = adapt_new(behind, 2, &p);
+	set_env(a, MBIT(5), 1.0, S(1));
+	is_str(adapt_mode_name(a, adapt_decide(a, S(1))), "strong", "...and 2 % behind: strong, a tie");
+	adapt_free(a);
+
+	a = adapt_new(two, 2, &p);
+	set_env(a, MBIT(1000), 1.0, S(1));
+	is_str(adapt_mode_name(a, adapt_decide(a, S(1))), "light", "1 Gbit/s: light (strong is CPU-bound)");
+	set_env(a, MBIT(5), 1.0, S(5));
+	is_str(adapt_mode_name(a, adapt_decide(a, S(5))), "light", "...then 5 Mbit/s: 2 % is within the 3 % margin");
+	adapt_free(a);
+}
+
 /* The engine's rates and ratios are of data chunks (adapt.h); adapt_status() reports them per
  * byte of input, from the share adapt_observe_input() measured: a quarter of the input as data
  * at a ratio of 0.4 is 0.1 per input byte, consumed four times as fast. */
@@ -1600,6 +1636,7 @@ int main(void)
 	test_first_mode();
 	test_literal_share();
 	test_tie_cheaper();
+	test_idle_tie();
 	test_no_grow_unmeasured();
 	test_grow_backoff();
 	test_grow_steps();

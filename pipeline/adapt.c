@@ -1260,6 +1260,11 @@ bool adapt_probe_due(struct adapt *a, uint64_t now_ns, size_t *mode_idx)
 	return true;
 }
 
+bool adapt_cpu_idle(const struct adapt *a)
+{
+	return cpu_idle(a);
+}
+
 size_t adapt_probe_peers(const struct adapt *a, size_t due, size_t *idx, size_t max)
 {
 	size_t n = 0, lo, hi;

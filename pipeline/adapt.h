@@ -270,6 +270,11 @@ bool adapt_probe_due(struct adapt *a, uint64_t now_ns, size_t *mode_idx);
  * The probes' CPU is charged as usual (adapt_observe_probe). */
 size_t adapt_probe_peers(const struct adapt *a, size_t due, size_t *idx, size_t max);
 
+/* The link was measured as the bottleneck and the current mode leaves the CPU idle most of the
+ * time (as adapt_probe_peers tells): the sender's waits on the link are long, and work done while
+ * it waits (a probe) costs the transfer nothing. */
+bool adapt_cpu_idle(const struct adapt *a);
+
 /* Mode idx's processing speed estimate: input bytes per CPU-second on one core (-1 when idx is
  * out of range); e.g. to size a probe's sample so it does not hold the pipeline up for long. */
 double adapt_mode_speed(const struct adapt *a, size_t idx);

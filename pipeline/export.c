@@ -1040,16 +1040,19 @@ static void probe_modes(struct walk *w, const size_t *js, size_t n, uint64_t sam
 }
 
 /* The sink waits on the link (export_idle): the walk's thread has nothing to do, so a due probe
- * (of every mode of the span on the link that leaves the CPU idle: adapt_probe_peers) runs now,
- * on the newest input, once per new sample: the same bytes again would tell nothing. Its time is
- * the sink's, which walk_emit counts: not counted again. */
+ * (of every mode of the span: adapt_probe_peers) runs now, on the newest input, once per new
+ * sample: the same bytes again would tell nothing. Only where the link is the bottleneck and the
+ * CPU idles (adapt_cpu_idle): on a fat link the sender waits briefly, and a probe then would hold
+ * the next frame back while the link drains the socket. Its time is the sink's, which walk_emit
+ * counts: not counted again. */
 static void walk_idle(void *arg)
 {
 	struct walk *w = arg;
 	uint64_t io = w->io_ns;
 	size_t probe, peers[64], np;
 
-	if (!w->adaptive || !w->calibrated || w->sgen == w->idle_sgen || !adapt_probe_due(w->ad, ho_mono_ns(), &probe))
+	if (!w->adaptive || !w->calibrated || w->sgen == w->idle_sgen || !adapt_cpu_idle(w->ad) ||
+	    !adapt_probe_due(w->ad, ho_mono_ns(), &probe))
 		return;
 	w->idle_sgen = w->sgen;
 	np = adapt_probe_peers(w->ad, probe, peers, HO_ARRAY_SIZE(peers));

@@ -441,6 +441,13 @@ static bool link_unbounded(const struct adapt *a)
 	return a->drained_seen && !a->sat_seen;
 }
 
+/* A saturated sample measured the link, and it has not been seen draining since (link_unbounded):
+ * the estimate is the link's. */
+static bool link_measured(const struct adapt *a)
+{
+	return a->sat_seen && !link_unbounded(a);
+}
+
 /* C(m) of mode i on a link of bw bytes/s (predict: the estimate's). */
 static double predict_at(const struct adapt *a, size_t i, double bw, double *p_out, double *n_out)
 {
@@ -459,25 +466,26 @@ static double predict(const struct adapt *a, size_t i, double *p_out, double *n_
 	return predict_at(a, i, a->bw.slow.v, p_out, n_out);
 }
 
-/* Mode i on the measured link leaves the CPU idle most of the time: predicted to process at least
+/* Mode i on a link of bw bytes/s leaves the CPU idle most of the time (only once the link was
+ * measured, never on a guess, grown or initial): predicted to process at least
  * PEER_HEADROOM times what the link takes of it, by its prediction and by its own probes' speed
  * alike (a speed carried over from another mode's frames can be far off: delta-zstd3 predicted
- * at 1.65e9 B/s from xor-lz4's frames ran at a fifth of that). Not on a guess (grown). */
-static bool net_bound_idle(const struct adapt *a, size_t i)
+ * at 1.65e9 B/s from xor-lz4's frames ran at a fifth of that). */
+static bool net_bound_idle(const struct adapt *a, size_t i, double bw)
 {
 	double p, n;
 
-	if (!a->sat_seen || link_unbounded(a) || a->grown)
+	if (!link_measured(a) || a->grown)
 		return false;
-	predict(a, i, &p, &n);
+	predict_at(a, i, bw, &p, &n);
 	p = HO_MIN(p, a->m[i].speed.v * cores_for(a, i));
 	return p >= PEER_HEADROOM * n;
 }
 
-/* The current mode leaves the CPU idle most of the time. */
-static bool cpu_idle(const struct adapt *a)
+/* The current mode, on the estimate (adapt.h). */
+bool adapt_cpu_idle(const struct adapt *a)
 {
-	return net_bound_idle(a, a->cur);
+	return net_bound_idle(a, a->cur, a->bw.slow.v);
 }
 
 /* The mode with the highest predicted consumption rate on a link of bw bytes/s; ties go to the
@@ -505,9 +513,9 @@ static size_t best_mode(const struct adapt *a, double bw)
 	 * modes keep an XOR record when it is smaller; zstd-3 over zstd-1 over lz4), and predictions
 	 * that close come from samples that told them apart by nothing (a region that hardly
 	 * compresses: at 5 Mbit/s the engine went to delta-lz4, 0.3 % ahead of delta-zstd3) */
-	if (bw == a->bw.slow.v && cpu_idle(a) && net_bound_idle(a, best)) {
+	if (net_bound_idle(a, a->cur, bw) && net_bound_idle(a, best, bw)) {
 		for (size_t i = a->n; i-- > best + 1;)
-			if (net_bound_idle(a, i) && predict_at(a, i, bw, NULL, NULL) >= bc * (1 - a->p.hysteresis / 2))
+			if (net_bound_idle(a, i, bw) && predict_at(a, i, bw, NULL, NULL) >= bc * (1 - a->p.hysteresis / 2))
 				return i;
 		return best;
 	}
@@ -1108,7 +1116,7 @@ size_t adapt_decide(struct adapt *a, uint64_t now_ns)
 		/* between two modes that leave the CPU idle only the ratio counts, and a wrong switch
 		 * costs the few per cent it was wrong by: a smaller margin (on a thin link the
 		 * stronger mode's gains come in short regions, and a 10 % margin never let it in) */
-		bool idle = cpu_idle(a) && net_bound_idle(a, best);
+		bool idle = adapt_cpu_idle(a) && net_bound_idle(a, best, a->bw.slow.v);
 		double hyst = a->p.hysteresis * (idle ? IDLE_HYST_MUL : 1.0);
 		/* ...and the first decision on the measured link takes the best as it is (a tie's
 		 * stronger mode too): the first mode was a guess made before the link was known
@@ -1184,6 +1192,13 @@ uint64_t adapt_probe_bytes(const struct adapt *a, size_t idx)
 	return (uint64_t)clampd(b, (double)HO_MIN(a->p.probe_bytes, 65536ull), (double)a->p.probe_bytes);
 }
 
+/* The modes within probe_span of the current one: lo .. hi. */
+static void probe_span(const struct adapt *a, size_t *lo, size_t *hi)
+{
+	*lo = a->cur > a->p.probe_span ? a->cur - a->p.probe_span : 0;
+	*hi = HO_MIN(a->cur + a->p.probe_span, a->n - 1);
+}
+
 /* The share of one core the probes may spend: probe_budget; on a link measured as the bottleneck,
  * also up to PROBE_IDLE_SHARE of the time the current mode leaves the CPU idle (the walk would
  * wait on the link meanwhile). */
@@ -1191,7 +1206,7 @@ static double probe_rate(const struct adapt *a)
 {
 	double p, n;
 
-	if (!a->sat_seen || link_unbounded(a))
+	if (!link_measured(a))
 		return a->p.probe_budget;
 	predict(a, a->cur, &p, &n);
 	if (!(p > n))
@@ -1220,8 +1235,7 @@ bool adapt_probe_due(struct adapt *a, uint64_t now_ns, size_t *mode_idx)
 	}
 	if (a->probed_once && now_ns - a->last_probe < a->p.probe_interval_ns)
 		return false;
-	lo = a->cur > a->p.probe_span ? a->cur - a->p.probe_span : 0;
-	hi = HO_MIN(a->cur + a->p.probe_span, a->n - 1);
+	probe_span(a, &lo, &hi);
 	/* the mode whose probe is the most overdue and that the budget can pay for now: never
 	 * probed first, then the age of its last probe over its distance from the current mode (the
 	 * next lighter and stronger modes, which the next switch goes to, twice as often as those
@@ -1260,11 +1274,6 @@ bool adapt_probe_due(struct adapt *a, uint64_t now_ns, size_t *mode_idx)
 	return true;
 }
 
-bool adapt_cpu_idle(const struct adapt *a)
-{
-	return cpu_idle(a);
-}
-
 size_t adapt_probe_peers(const struct adapt *a, size_t due, size_t *idx, size_t max)
 {
 	size_t n = 0, lo, hi;
@@ -1272,10 +1281,9 @@ size_t adapt_probe_peers(const struct adapt *a, size_t due, size_t *idx, size_t 
 	if (due >= a->n || max == 0)
 		return 0;
 	idx[n++] = due;
-	if (!cpu_idle(a))
+	if (!adapt_cpu_idle(a))
 		return n;
-	lo = a->cur > a->p.probe_span ? a->cur - a->p.probe_span : 0;
-	hi = HO_MIN(a->cur + a->p.probe_span, a->n - 1);
+	probe_span(a, &lo, &hi);
 	for (size_t i = lo; i <= hi && n < max; i++)
 		if (i != due && i != a->cur)
 			idx[n++] = i;

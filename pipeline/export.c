@@ -1039,24 +1039,31 @@ static void probe_modes(struct walk *w, const size_t *js, size_t n, uint64_t sam
 			run_probe(w, js[k], sample, ref_out ? w->cur : SIZE_MAX, ref_out, ref_cpu, ho_mono_ns(), NULL);
 }
 
+/* The probe adapt_probe_due() asked for: mode `due` and the modes the engine wants beside it
+ * (adapt_probe_peers), on the sample size it asks for, beside the current mode. */
+static void probe_due(struct walk *w, size_t due)
+{
+	size_t peers[64], np = adapt_probe_peers(w->ad, due, peers, HO_ARRAY_SIZE(peers));
+
+	w->idle_sgen = w->sgen;
+	probe_modes(w, peers, np, HO_MIN(adapt_probe_bytes(w->ad, due), (uint64_t)PROBE_MAX));
+}
+
 /* The sink waits on the link (export_idle): the walk's thread has nothing to do, so a due probe
- * (of every mode of the span: adapt_probe_peers) runs now, on the newest input, once per new
- * sample: the same bytes again would tell nothing. Only where the link is the bottleneck and the
- * CPU idles (adapt_cpu_idle): on a fat link the sender waits briefly, and a probe then would hold
- * the next frame back while the link drains the socket. Its time is the sink's, which walk_emit
- * counts: not counted again. */
+ * runs now, on the newest input, once per new sample: the same bytes again would tell nothing.
+ * Only where the link is the bottleneck and the CPU idles (adapt_cpu_idle): on a fat link the
+ * sender waits briefly, and a probe then would hold the next frame back while the link drains
+ * the socket. Its time is the sink's, which walk_emit counts: not counted again. */
 static void walk_idle(void *arg)
 {
 	struct walk *w = arg;
 	uint64_t io = w->io_ns;
-	size_t probe, peers[64], np;
+	size_t probe;
 
 	if (!w->adaptive || !w->calibrated || w->sgen == w->idle_sgen || !adapt_cpu_idle(w->ad) ||
 	    !adapt_probe_due(w->ad, ho_mono_ns(), &probe))
 		return;
-	w->idle_sgen = w->sgen;
-	np = adapt_probe_peers(w->ad, probe, peers, HO_ARRAY_SIZE(peers));
-	probe_modes(w, peers, np, HO_MIN(adapt_probe_bytes(w->ad, probe), (uint64_t)PROBE_MAX));
+	probe_due(w, probe);
 	w->io_ns = io;
 }
 
@@ -1127,14 +1134,7 @@ static int flush_run(struct walk *w)
 		} else if (!rc && w->adaptive && adapt_probe_due(w->ad, t1, &probe)) {
 			/* a probe runs in the walk's thread and holds the pipeline up while it runs (the
 			 * link drains what is queued meanwhile): the engine sizes its sample */
-			uint64_t sample = HO_MIN(adapt_probe_bytes(w->ad, probe), (uint64_t)PROBE_MAX);
-			size_t peers[64];
-			size_t np = adapt_probe_peers(w->ad, probe, peers, HO_ARRAY_SIZE(peers));
-			w->idle_sgen = w->sgen;
-			if (np == 1 && probe == w->cur)
-				run_probe(w, probe, sample, SIZE_MAX, 0, 0, t1, NULL);
-			else
-				probe_modes(w, peers, np, sample);
+			probe_due(w, probe);
 		}
 	}
 	if (rc) {

@@ -23,9 +23,11 @@
 #define NS_PER_S          1e9
 /* A thread that got at least this share of a core while it wanted all of it saw no contention. */
 #define FULL_SHARE        0.95
-/* ...but only over a window this long: a scheduler lets a thread that slept run a few ms
- * unpreempted however many others wait (a light mode's frame fits in that), so a short window at
- * full speed says nothing about the share a heavier mode would get. */
+/* ...but only over a window this long, and a short window says nothing the other way either: a
+ * scheduler lets a thread that slept run a few ms unpreempted however many others wait (a light
+ * mode's frame fits in that), so a short window at full speed says nothing about the share a
+ * heavier mode would get; and one competing thread's time slice (3-4 ms) in a frame of a few KiB
+ * made a window of 8 ms read "3 % of the machine", where the meter read half. */
 #define SHARE_MIN_WALL_NS 50000000ull
 /* Probe tokens (CPU ns) saved up for at most this much wall time, so a long quiet spell does not
  * buy a burst of probes. */
@@ -697,9 +699,9 @@ int adapt_observe_mode(struct adapt *a, size_t mode_idx, uint64_t input_bytes, u
 	if (wall_ns > 0) {
 		double t = threads ? (double)threads : 1.0;
 		double share = (double)cpu_ns / (t * (double)wall_ns);
-		/* the cores we actually got, as a fraction of the machine: exact when we were held back,
-		 * only a lower bound when every thread ran flat out, and not even that when briefly */
-		if (share < FULL_SHARE || wall_ns >= SHARE_MIN_WALL_NS)
+		/* the cores we actually got, as a fraction of the machine, over a window long enough to
+		 * tell: exact when we were held back, only a lower bound when every thread ran flat out */
+		if (wall_ns >= SHARE_MIN_WALL_NS)
 			cpu_add(a, t * HO_MIN(share, 1.0) / a->p.ncores, share >= FULL_SHARE, now_ns, wall_ns);
 	}
 	return 0;

@@ -86,10 +86,10 @@ static int mem_emit(void *arg, const struct stream_piece *pc)
 }
 
 /* A sink that waits on a "link" as the TCP sender does, calling the walk's idle hook
- * (export_idle) while it waits, and counting the probes the engine saw during those calls. From
- * its second wait on it tells the engine what a thin link (1 Mbit/s, saturated) carried, as the
- * sender's link meter does: the engine probes in the waits only on a link measured as the
- * bottleneck. */
+ * (export_idle) every 100 ms while it waits, and counting the calls in which the engine saw
+ * probes. From its second wait on it tells the engine what a thin link (1 Mbit/s, saturated)
+ * carried, as the sender's link meter does: the engine probes in the waits only on a link
+ * measured as the bottleneck. */
 struct idle_sink {
 	struct mem m;
 	struct export_idle idle;
@@ -103,16 +103,20 @@ static int idle_emit(void *arg, const struct stream_piece *pc)
 	struct adapt_status a, b;
 
 	if (pc->kind == STREAM_EMIT_FRAME && k->idle.fn) {
-		usleep(400000);
 		if (k->waits)
 			adapt_observe_net(k->ad, 125000 / 2, 500000000ull, true, ho_mono_ns());
-		adapt_status(k->ad, &a);
-		k->idle.fn(k->idle.arg);
-		adapt_status(k->ad, &b);
-		if (k->waits++)
-			k->probed += b.probes > a.probes;
-		else
-			k->probed_unmeasured += b.probes > a.probes;
+		/* as tx_wait: the hook, then 100 ms on the socket, four times */
+		for (int i = 0; i < 4; i++) {
+			adapt_status(k->ad, &a);
+			k->idle.fn(k->idle.arg);
+			adapt_status(k->ad, &b);
+			if (k->waits)
+				k->probed += b.probes > a.probes;
+			else
+				k->probed_unmeasured += b.probes > a.probes;
+			usleep(100000);
+		}
+		k->waits++;
 	}
 	return mem_emit(&k->m, pc);
 }
@@ -463,8 +467,9 @@ int main(void)
 		is_int(rc, 0, "adaptive export through a waiting sink");
 		ok(k.waits >= 3, "the sink waited %u times", k.waits);
 		is_int(k.probed_unmeasured, 0, "  ... no probe in the first, before the link was measured");
-		/* the walk read all its input before the frames went out: one sample, probed once */
-		is_int(k.probed, 1, "  ... then probes in one of the others: the sample never changed");
+		/* the walk read all its input before the frames went out: one sample, probed in one
+		 * call of the hook of all the later waits' */
+		is_int(k.probed, 1, "  ... then probes in one of the later calls: the sample never changed");
 		ok(k.idle.fn == NULL, "...and the hook is gone once the export returned");
 		snprintf(d2, sizeof(d2), "%s/dst-idle", tmp);
 		rc = open_both(d2, b, OVERLAY_CREATE | OVERLAY_LOCK, TRACKER_CREATE, &dov, &dt);

@@ -45,7 +45,7 @@
 #   ADAPT_BENCH_SCHEDULE="25mbit:10 5mbit:10 100mbit:10 10mbit:10"   (looped)
 #   ADAPT_BENCH_LOAD="100mbit 4 6"   (rate, seconds before the load starts, busy processes)
 #   ADAPT_BENCH_ROWS="rates schedule load"
-#   ADAPT_BENCH_LOGS=DIR (keep adaptive's progress lines, one file per row)
+#   ADAPT_BENCH_LOGS=DIR (keep every mode's progress lines, one file per mode and row)
 #   ADAPT_BENCH_ADAPTIVE_ARGS="-vv" (more handoff-export options for the adaptive runs; -vv logs
 #   every switch with the predictions behind it)
 set -u
@@ -277,7 +277,9 @@ transfer1() {
 	local mode=$1 log=$2 ovl=$3 limit=$4 recv port t0 t1 rc irc
 	recv=$(mktemp -u "$work/recv.XXXXXX")
 	rm -f "$work/port"
-	"$WAN" exec $NAME b handoff-import -q --listen "$B:0" --port-file "$work/port" \
+	local quiet=-q
+	[ -n "$LOGS" ] && quiet=-v   # (the import's info lines too: when it published)
+	"$WAN" exec $NAME b handoff-import $quiet --listen "$B:0" --port-file "$work/port" \
 		--disk "$work/base/disk.img" "${MEMARG[@]}" "$recv" 2>"$log.import" &
 	local ipid=$!
 	for _ in $(seq 1200); do [ -s "$work/port" ] && break; sleep 0.05; done
@@ -286,6 +288,7 @@ transfer1() {
 	rm -f "$ovl/export-pending"
 	local args=(--mode "$mode" -T "$NCPU")
 	[ "$mode" = adaptive ] && args=(--adaptive --progress=json "${ADAPT_ARGS[@]}")
+	[ "$mode" != adaptive ] && [ -n "$LOGS" ] && args+=(--progress=json)
 	eval "$prep"
 	t0=$(date +%s.%N)
 	"$WAN" exec $NAME a timeout "$limit" handoff-export -q "${args[@]}" --to "$B:$port" "$ovl" 2>"$log"
@@ -323,6 +326,14 @@ order_modes() {   # $1: light | strong
 	echo $out
 }
 
+# keep_log MODE LABEL: with ADAPT_BENCH_LOGS, keep the export's and the import's log of the cell
+keep_log() {
+	local f
+	[ -n "$LOGS" ] || return 0
+	f="$LOGS/$1-$(tr -c 'A-Za-z0-9.\n' '_' <<<"$2" | cut -c1-60).log"
+	mkdir -p "$LOGS" && cp "$work/log.$1" "$f" && cp "$work/log.$1.import" "$f.import"
+}
+
 declare -A CELL
 row() {   # row LABEL OVL ORDER PREP: PREP is eval'd before each export (rate, schedule, load)
 	local label=$1 ovl=$2 order=$3 m t best=none bt=0 picks="" rel limit load
@@ -333,6 +344,7 @@ row() {   # row LABEL OVL ORDER PREP: PREP is eval'd before each export (rate, s
 		[ "$best" != none ] && limit=$(awk -v b="$bt" -v c="$CUTOFF" 'BEGIN { l = int(b * c + 5); print l < 20 ? 20 : l }')
 		t=$(transfer "$m" "$work/log.$m" "$ovl" "$limit")
 		CELL[$m]=$t
+		keep_log "$m" "$label"
 		say "$label: $m $t"
 		if [[ "$t" =~ ^[0-9.]+$ ]] && { [ "$best" = none ] || awk -v a="$t" -v b="$bt" 'BEGIN{exit !(a < b)}'; }; then
 			best=$m bt=$t
@@ -341,9 +353,7 @@ row() {   # row LABEL OVL ORDER PREP: PREP is eval'd before each export (rate, s
 	if [ $adaptive = 1 ]; then
 		t=$(transfer adaptive "$work/log.adaptive" "$ovl" 900)
 		say "$label: adaptive $t"
-		if [ -n "$LOGS" ]; then
-			mkdir -p "$LOGS" && cp "$work/log.adaptive" "$LOGS/adaptive-$(tr -c 'A-Za-z0-9.\n' '_' <<<"$label" | cut -c1-60).log"
-		fi
+		keep_log adaptive "$label"
 		picks=$(grep -o '"mode":"[^"]*"' "$work/log.adaptive" | cut -d'"' -f4 | uniq -c |
 			awk '{ printf "%s%s", s, $2 ($1 > 1 ? "x" $1 : ""); s = ">" }')
 		rel=-

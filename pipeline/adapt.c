@@ -65,6 +65,9 @@
 #define CORR_TAU_MUL      5
 #define CORR_NEAR_NS      1000000000ull
 #define CORR_FADE_MUL     2
+/* Frames' ratios decay over RATIO_HORIZON bytes of data chunks, or tau_ratio, whichever is
+ * slower (ratio_add). */
+#define RATIO_HORIZON     (64.0 * 1024 * 1024)
 #define MIN_RATIO         1e-6
 #define MIN_RATE          1.0
 #define ADAPT_RING        4096
@@ -105,6 +108,7 @@ struct amode {
 	 * the ratio and speed of the bytes of the last seconds, not means of per-frame samples, of
 	 * which one can give 0.1 and the next 1.5 where the bytes of both give 0.5 */
 	struct dsum fr, fs;
+	double lit_t;         /* the engine's lit_cum at the ratio's last update */
 	uint64_t t_obs;       /* last observation of any kind */
 	bool observed;
 	/* Probes compress a sample on its own, frames compress up to frame_max together: with data
@@ -178,6 +182,8 @@ struct adapt {
 	uint64_t last_eval, last_switch;
 	double ref_bw, ref_cpu;      /* estimates at the last evaluation */
 	size_t prev_mode;            /* the mode the last switch left */
+	bool carried;                /* the last switch carried the ratio history (carry_ratio) */
+	double lit_cum;              /* data-chunk input of all frames so far */
 	unsigned flaps;              /* back-and-forth switches in a row (stretch the dwell) */
 
 	bool probe_primed;
@@ -408,20 +414,24 @@ static void corr_learn(struct adapt *a, size_t i, uint64_t now)
 	        a->p.tau_ratio_ns * CORR_TAU_MUL, 0.5);
 }
 
-/* The ratio to expect from mode i: the current mode's from its frames; another's from its probes
- * scaled by the probe-to-frame correction (probes are fresher than frames seen while it was
- * current, and comparable with each other); before any probe, from its frames or the profile. */
+/* The ratio to expect from mode i: the current mode's from its frames (and, from a switch to its
+ * first frames, the history carried over to it: carry_ratio); another's from the current mode's
+ * and how the two compared on the same samples. Otherwise from its probes scaled by the
+ * probe-to-frame correction, else its frames or the profile. (From their own probes, two modes
+ * stood against samples seconds apart: at 100 Mbit/s half a second after a switch to
+ * delta-zstd3, whose last probe had incompressible data, xor-lz4 was predicted from the 20 KiB of
+ * duplicates it was calibrated on at the start, 72 times smaller, and the engine went to it.) */
 static double eff_ratio(const struct adapt *a, size_t i)
 {
 	const struct amode *m = &a->m[i], *c = &a->m[a->cur];
+	bool framed = c->ratio.seen && ((c->observed && c->t_obs >= a->last_switch) || a->carried);
 
-	/* the current mode: its frames since it became current (else its probes, fresher than
-	 * frames from an earlier turn) */
-	if (i == a->cur && m->observed && m->ratio.seen && (m->t_obs >= a->last_switch || !m->probed))
+	/* the current mode: as above (else its probes, fresher than frames from an earlier turn,
+	 * unless it was never probed) */
+	if (i == a->cur && m->ratio.seen && (framed || (m->observed && !m->probed)))
 		return m->ratio.v;
-	/* another: from the current mode's frames and how the two compared on the same samples
-	 * (and how differently their frames gain over samples, unless they are of one group) */
-	if (i != a->cur && m->off.seen && c->off.seen && c->observed && c->ratio.seen && c->t_obs >= a->last_switch)
+	/* another: (and how differently their frames gain over samples, unless of one group) */
+	if (i != a->cur && m->off.seen && c->off.seen && framed)
 		return c->ratio.v * exp(m->off.v - c->off.v) *
 		       (m->group && m->group == c->group ? 1.0 :
 		        clampd(corr_of(a, i) / corr_of(a, a->cur), CORR_X_MIN, 1 / CORR_X_MIN));
@@ -650,6 +660,34 @@ static void cpu_add(struct adapt *a, double frac, bool lower_bound, uint64_t now
 	check_big(a, a->cpu.slow.v, a->ref_cpu);
 }
 
+/* Add a frame of mode m to its ratio sums (fr), decayed by the slower of time (tau_ratio) and
+ * input (RATIO_HORIZON bytes of data chunks since their last update). The ratio tells whether the
+ * link or the CPU will hold us back, over the data the sender's window and the next seconds hold,
+ * not over one region of it: on a thin link a frame of 16 MiB of zero-XOR pages is one short
+ * spell, yet by time alone it was the last two seconds, all of them. At 25 Mbit/s a first frame
+ * at 0.044 made every mode CPU-bound at 70-110 MB/s (the link took 3 MB/s), and the engine left
+ * delta-zstd3 for xor-zstd1, for good (4 % longer). Where two seconds hold more than the horizon
+ * (a fat link), time rules as before. */
+static void ratio_add(struct adapt *a, struct amode *m, double out, double in, uint64_t now)
+{
+	double d = 1.0, q;
+
+	a->lit_cum += in;
+	if (m->ratio.seen) {
+		/* the input since the last update, this frame's included: what it pushed back */
+		double xt = now > m->ratio.t ? (double)(now - m->ratio.t) / (double)a->p.tau_ratio_ns : 0.0;
+		double xb = HO_MAX(0.0, a->lit_cum - m->lit_t) / RATIO_HORIZON;
+		d = exp(-HO_MIN(xt, xb));
+	}
+	m->fr.num = m->fr.num * d + out;
+	m->fr.den = m->fr.den * d + in;
+	q = m->fr.num / m->fr.den;
+	m->ratio.v = HO_MAX(m->ratio.seen ? q : m->ratio.v + a->p.first_weight * (q - m->ratio.v), MIN_RATIO);
+	m->ratio.t = now;
+	m->ratio.seen = true;
+	m->lit_t = a->lit_cum;
+}
+
 static void mode_add(struct adapt *a, size_t i, uint64_t in, uint64_t out, uint64_t cpu_ns,
                      uint64_t wall_ns, uint64_t now, bool probe)
 {
@@ -666,9 +704,7 @@ static void mode_add(struct adapt *a, size_t i, uint64_t in, uint64_t out, uint6
 		m->speed.v = m->speed.seen ? sp : m->speed.v + a->p.first_weight * (sp - m->speed.v);
 		m->speed.t = now;
 		m->speed.seen = true;
-		dsum_add(&m->fr, &m->ratio, (double)out, (double)in, now, a->p.tau_ratio_ns,
-		         m->ratio.seen ? 1.0 : a->p.first_weight);
-		m->ratio.v = HO_MAX(m->ratio.v, MIN_RATIO);
+		ratio_add(a, m, (double)out, (double)in, now);
 		m->last_fr = r;
 		m->t_obs = now;
 		m->observed = true;
@@ -1048,9 +1084,33 @@ static void debug_predictions(const struct adapt *a)
 	         lit_share(a) * 100, line);
 }
 
+/* The ratio history goes on across a switch: the new mode's sums become the old mode's, scaled by
+ * the ratio predicted for it (eff_ratio: how the two compared on the same samples), so that its
+ * first frames, of one region, weigh what one region weighs (ratio_add). Only from a history of
+ * frames seen since the old mode became current (or carried to it), and into a mode compared
+ * with it. True when carried. */
+static bool carry_ratio(struct adapt *a, size_t to)
+{
+	struct amode *f = &a->m[a->cur], *t = &a->m[to];
+	double k;
+
+	if (to == a->cur || !f->ratio.seen || !((f->observed && f->t_obs >= a->last_switch) || a->carried) ||
+	    !f->off.seen || !t->off.seen || !(f->fr.den > 0))
+		return false;
+	k = eff_ratio(a, to) / f->ratio.v;
+	t->fr.num = f->fr.num * k;
+	t->fr.den = f->fr.den;
+	t->ratio.v = HO_MAX(t->fr.num / t->fr.den, MIN_RATIO);
+	t->ratio.t = f->ratio.t;
+	t->ratio.seen = true;
+	t->lit_t = f->lit_t;
+	return true;
+}
+
 /* Make `to` current; `prev` is what a switch straight back would count as a flap against. */
 static void switch_to(struct adapt *a, size_t to, size_t prev, uint64_t now_ns)
 {
+	a->carried = carry_ratio(a, to);
 	a->prev_mode = prev;
 	a->cur = to;
 	a->switched = true;

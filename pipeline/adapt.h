@@ -99,7 +99,9 @@ struct adapt_params {
 	double initial_bw;           /* network bytes/s assumed before the first ack (default
 	                                12.5e6, i.e. 100 Mbit/s) */
 	uint64_t tau_rate_ns;        /* EMA time constant for processing speed (default 2 s) */
-	uint64_t tau_ratio_ns;       /* ... for output/input ratios (default 2 s) */
+	uint64_t tau_ratio_ns;       /* ... for output/input ratios (default 2 s; a frame's ratio
+	                                decays over this or over 64 MiB of data chunks, whichever
+	                                is slower) */
 	uint64_t tau_net_ns;         /* ... for network throughput (default 0.5 s) */
 	uint64_t tau_cpu_ns;         /* ... for available CPU (default 0.5 s) */
 	double first_weight;         /* weight of a mode's first observation against its profile

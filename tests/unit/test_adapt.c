@@ -1338,6 +1338,89 @@ static void test_speed_additive(void)
 	adapt_free(a);
 }
 
+/* A frame's ratio weighs by the data it holds, not only by the time it took (ratio_add): on a thin
+ * link one 16 MiB frame of zero-XOR pages after 64 MiB at 0.5 moves the ratio a third of the
+ * way, not all of it, however long the link took over the earlier ones; frames of it for 256 MiB
+ * do make it the ratio. On a fat link time rules as before. On a switch the new mode's history is the old one's, scaled by their
+ * comparison (carry_ratio): its first frame is one frame among the others. */
+static void test_ratio_horizon(void)
+{
+	static const struct adapt_mode_profile two[] = {
+		{ "a", 400e6, 0.50, 0 }, { "b", 100e6, 0.45, 0 },
+	};
+	struct adapt_params p = params();
+	struct adapt *a = adapt_new(two, 2, &p);
+	struct adapt_status st;
+	double t = 1;
+
+	adapt_force(a, 0);
+	for (int k = 0; k < 16; k++, t += 1)        /* 4 MiB frames, 1 s apart: a thin link */
+		adapt_observe_mode(a, 0, 4 << 20, 2 << 20, S(0.05), S(0.05), 2, S(t));
+	adapt_observe_mode(a, 0, 16 << 20, (16 << 20) / 20, S(0.1), S(0.1), 2, S(t));
+	adapt_status(a, &st);
+	ok(st.ratio > 0.3 && st.ratio < 0.45, "one 16 MiB frame at 0.05 after 64 MiB at 0.5: ratio %.3f", st.ratio);
+	for (int k = 0; k < 16; k++)
+		adapt_observe_mode(a, 0, 16 << 20, (16 << 20) / 20, S(0.1), S(0.1), 2, S(t += 1));
+	adapt_status(a, &st);
+	ok(st.ratio < 0.06, "256 MiB more of it: ratio %.3f", st.ratio);
+	adapt_free(a);
+
+	/* a fat link: 2 s hold 640 MiB, and time rules as before (decayed sums over tau_ratio) */
+	a = adapt_new(two, 2, &p);
+	adapt_force(a, 0);
+	double num = 0, den = 0, d = exp(-0.05 / 2);
+	for (int k = 0; k < 140; k++) {
+		double r = k < 100 ? 0.5 : 0.05;
+		adapt_observe_mode(a, 0, 16 << 20, (uint64_t)((16 << 20) * r), S(0.05), S(0.05), 2, S(1 + k * 0.05));
+		num = num * d + (double)(uint64_t)((16 << 20) * r);
+		den = den * d + (16 << 20);
+	}
+	adapt_status(a, &st);
+	ok(fabs(st.ratio - num / den) < 1e-3, "at 320 MiB/s of data, 2 s of a new region: ratio %.3f, by time %.3f",
+	   st.ratio, num / den);
+	adapt_free(a);
+
+	/* across a switch: b was 0.9 of a on the same samples */
+	p.hysteresis = 0.01;
+	a = adapt_new(two, 2, &p);
+	adapt_observe_probe_ref(a, 1, 1 << 20, 450000, S(0.01), S(0.01), 0, 500000, S(0.0025), S(0.5));
+	for (t = 1; t < 17; t += 1)
+		adapt_observe_mode(a, 0, 4 << 20, 2 << 20, S(0.05), S(0.05), 2, S(t));
+	adapt_observe_net(a, 1000000, S(1), true, S(t));
+	adapt_observe_net(a, 1000000, S(1), true, S(t + 1));
+	size_t m = adapt_decide(a, S(t + 1));
+	is_int(m, 1, "b, compared better on the samples, is taken on a thin link");
+	adapt_observe_mode(a, 1, 16 << 20, (16 << 20) / 20, S(0.4), S(0.4), 2, S(t + 2));
+	adapt_status(a, &st);
+	ok(st.ratio > 0.25 && st.ratio < 0.4, "b's first frame, at 0.05, weighs as one frame of a's history: ratio %.3f",
+	   st.ratio);
+	adapt_free(a);
+
+	/* between the switch and b's first frame the carried history stands for b's frames, and
+	 * another mode is predicted from it: c, calibrated on 20 KiB of duplicates (255 B against
+	 * a's 164), makes 1.55 times a's bytes, not the 1.2 % of its sample (at 100 Mbit/s the
+	 * engine left delta-zstd3 half a second after switching to it, for xor-lz4 predicted 72
+	 * times smaller that way) */
+	static const struct adapt_mode_profile three[] = {
+		{ "a", 400e6, 0.50, 0 }, { "b", 100e6, 0.45, 0 }, { "c", 800e6, 0.60, 0 },
+	};
+	double na, nb, nc;
+	a = adapt_new(three, 3, &p);
+	adapt_observe_probe_ref(a, 2, 20480, 255, 10000, 10000, 0, 164, 5000, S(0.1));
+	adapt_observe_probe_ref(a, 1, 1 << 20, 450000, S(0.01), S(0.01), 0, 500000, S(0.0025), S(0.5));
+	for (t = 1; t < 17; t += 1)
+		adapt_observe_mode(a, 0, 4 << 20, 2 << 20, S(0.05), S(0.05), 2, S(t));
+	adapt_observe_net(a, 1000000, S(1), true, S(t));
+	adapt_observe_net(a, 1000000, S(1), true, S(t + 1));
+	is_int(adapt_decide(a, S(t + 1)), 1, "b is taken, not c");
+	adapt_predict(a, 0, NULL, &na);
+	adapt_predict(a, 1, NULL, &nb);
+	adapt_predict(a, 2, NULL, &nc);
+	ok(fabs(na / nc - 255.0 / 164) < 0.05 && nb > na, "...and before b's first frame, c makes %.2f times a's bytes, "
+	   "b %.2f", na / nc, na / nb);
+	adapt_free(a);
+}
+
 /* On a thin link the current mode leaves the CPU idle most of the time: probes take every mode
  * of the span on one sample (adapt_probe_peers), and may spend up to a quarter of the idle time
  * (5 Mbit/s, zstd-19: 6 MB/s of processing against 2.4 MB/s the link takes of it, 60 % idle, so
@@ -1673,6 +1756,7 @@ int main(void)
 	test_probe_budget_load();
 	test_probe_idle();
 	test_speed_additive();
+	test_ratio_horizon();
 	test_beats_static();
 	test_progress();
 	test_cpu_fraction();

@@ -1418,6 +1418,15 @@ static void test_ratio_horizon(void)
 	adapt_predict(a, 2, NULL, &nc);
 	ok(fabs(na / nc - 255.0 / 164) < 0.05 && nb > na, "...and before b's first frame, c makes %.2f times a's bytes, "
 	   "b %.2f", na / nc, na / nb);
+	/* b's frames as predicted; then one 164 KiB sample on which a makes a third of b's bytes:
+	 * a big gain on a thin link, from one sample, and b is not what fell short: the dwell holds */
+	adapt_observe_mode(a, 1, 4 << 20, (uint64_t)(0.45 * (4 << 20)), S(0.05), S(0.05), 2, S(t + 1.5));
+	adapt_observe_probe_ref(a, 0, 167936, 5601, S(0.001), S(0.001), 1, 17913, S(0.004), S(t + 1.6));
+	adapt_observe_net(a, 1000000, S(1), true, S(t + 2));
+	adapt_predict(a, 0, NULL, &na);
+	adapt_predict(a, 1, NULL, &nb);
+	ok(na > 1.5 * nb, "one sample makes a %.1f times b's rate...", na / nb);
+	is_int(adapt_decide(a, S(t + 2.1)), 1, "...and the dwell holds b on a thin link");
 	adapt_free(a);
 }
 

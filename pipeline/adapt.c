@@ -296,12 +296,11 @@ static void ema_add(struct ema *e, double x, uint64_t now, uint64_t dur, uint64_
 	e->seen = true;
 }
 
-/* Add num/den to the decayed sums s and set e (its value, time, seen) to their quotient; a first
- * sample moves e from its profile value by first_w. Returns the quotient. */
-static double dsum_add(struct dsum *s, struct ema *e, double num, double den, uint64_t now, uint64_t tau,
+/* Add num/den to the sums s after decaying them by d, and set e (its value, time, seen) to their
+ * quotient; a first sample moves e from its profile value by first_w. Returns the quotient. */
+static double dsum_put(struct dsum *s, struct ema *e, double num, double den, double d, uint64_t now,
                        double first_w)
 {
-	double d = !e->seen ? 0.0 : now > e->t ? exp(-(double)(now - e->t) / (double)tau) : 1.0;
 	double q;
 
 	s->num = s->num * d + num;
@@ -311,6 +310,15 @@ static double dsum_add(struct dsum *s, struct ema *e, double num, double den, ui
 	e->t = now;
 	e->seen = true;
 	return q;
+}
+
+/* dsum_put, decayed by the time since the last sample over tau. */
+static double dsum_add(struct dsum *s, struct ema *e, double num, double den, uint64_t now, uint64_t tau,
+                       double first_w)
+{
+	double d = !e->seen ? 0.0 : now > e->t ? exp(-(double)(now - e->t) / (double)tau) : 1.0;
+
+	return dsum_put(s, e, num, den, d, now, first_w);
 }
 
 static void est_add(struct adapt *a, struct est *e, double x, uint64_t now, uint64_t dur, uint64_t tau)
@@ -415,6 +423,15 @@ static void corr_learn(struct adapt *a, size_t i, uint64_t now)
 	        a->p.tau_ratio_ns * CORR_TAU_MUL, 0.5);
 }
 
+/* The current mode's ratio stands on frames: its own since it became current, or the history the
+ * switch to it carried over (carry_ratio). */
+static bool cur_framed(const struct adapt *a)
+{
+	const struct amode *c = &a->m[a->cur];
+
+	return c->ratio.seen && ((c->observed && c->t_obs >= a->last_switch) || a->carried);
+}
+
 /* The ratio to expect from mode i: the current mode's from its frames (and, from a switch to its
  * first frames, the history carried over to it: carry_ratio); another's from the current mode's
  * and how the two compared on the same samples. Otherwise from its probes scaled by the
@@ -425,7 +442,7 @@ static void corr_learn(struct adapt *a, size_t i, uint64_t now)
 static double eff_ratio(const struct adapt *a, size_t i)
 {
 	const struct amode *m = &a->m[i], *c = &a->m[a->cur];
-	bool framed = c->ratio.seen && ((c->observed && c->t_obs >= a->last_switch) || a->carried);
+	bool framed = cur_framed(a);
 
 	/* the current mode: as above (else its probes, fresher than frames from an earlier turn,
 	 * unless it was never probed) */
@@ -671,7 +688,7 @@ static void cpu_add(struct adapt *a, double frac, bool lower_bound, uint64_t now
  * (a fat link), time rules as before. */
 static void ratio_add(struct adapt *a, struct amode *m, double out, double in, uint64_t now)
 {
-	double d = 1.0, q;
+	double d = 1.0;
 
 	a->lit_cum += in;
 	if (m->ratio.seen) {
@@ -680,12 +697,8 @@ static void ratio_add(struct adapt *a, struct amode *m, double out, double in, u
 		double xb = HO_MAX(0.0, a->lit_cum - m->lit_t) / RATIO_HORIZON;
 		d = exp(-HO_MIN(xt, xb));
 	}
-	m->fr.num = m->fr.num * d + out;
-	m->fr.den = m->fr.den * d + in;
-	q = m->fr.num / m->fr.den;
-	m->ratio.v = HO_MAX(m->ratio.seen ? q : m->ratio.v + a->p.first_weight * (q - m->ratio.v), MIN_RATIO);
-	m->ratio.t = now;
-	m->ratio.seen = true;
+	dsum_put(&m->fr, &m->ratio, out, in, d, now, a->p.first_weight);
+	m->ratio.v = HO_MAX(m->ratio.v, MIN_RATIO);
 	m->lit_t = a->lit_cum;
 }
 
@@ -1095,8 +1108,7 @@ static bool carry_ratio(struct adapt *a, size_t to)
 	struct amode *f = &a->m[a->cur], *t = &a->m[to];
 	double k;
 
-	if (to == a->cur || !f->ratio.seen || !((f->observed && f->t_obs >= a->last_switch) || a->carried) ||
-	    !f->off.seen || !t->off.seen || !(f->fr.den > 0))
+	if (to == a->cur || !cur_framed(a) || !f->off.seen || !t->off.seen || !(f->fr.den > 0))
 		return false;
 	k = eff_ratio(a, to) / f->ratio.v;
 	t->fr.num = f->fr.num * k;

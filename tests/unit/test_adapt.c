@@ -1338,11 +1338,26 @@ static void test_speed_additive(void)
 	adapt_free(a);
 }
 
+/* Mode 0 ("a") current on a thin link (1 MB/s, saturated) with 64 MiB of frames at 0.5, and one
+ * sample on which mode 1 ("b") made 0.9 of a's bytes. Returns the time of the last link sample. */
+static double thin_link_b_better(struct adapt *a)
+{
+	double t;
+
+	adapt_observe_probe_ref(a, 1, 1 << 20, 450000, S(0.01), S(0.01), 0, 500000, S(0.0025), S(0.5));
+	for (t = 1; t < 17; t += 1)
+		adapt_observe_mode(a, 0, 4 << 20, 2 << 20, S(0.05), S(0.05), 2, S(t));
+	adapt_observe_net(a, 1000000, S(1), true, S(t));
+	adapt_observe_net(a, 1000000, S(1), true, S(t + 1));
+	return t;
+}
+
 /* A frame's ratio weighs by the data it holds, not only by the time it took (ratio_add): on a thin
  * link one 16 MiB frame of zero-XOR pages after 64 MiB at 0.5 moves the ratio a third of the
  * way, not all of it, however long the link took over the earlier ones; frames of it for 256 MiB
- * do make it the ratio. On a fat link time rules as before. On a switch the new mode's history is the old one's, scaled by their
- * comparison (carry_ratio): its first frame is one frame among the others. */
+ * do make it the ratio. On a fat link time rules as before. On a switch the new mode's history
+ * is the old one's, scaled by their comparison (carry_ratio): its first frame is one frame among
+ * the others. */
 static void test_ratio_horizon(void)
 {
 	static const struct adapt_mode_profile two[] = {
@@ -1383,11 +1398,7 @@ static void test_ratio_horizon(void)
 	/* across a switch: b was 0.9 of a on the same samples */
 	p.hysteresis = 0.01;
 	a = adapt_new(two, 2, &p);
-	adapt_observe_probe_ref(a, 1, 1 << 20, 450000, S(0.01), S(0.01), 0, 500000, S(0.0025), S(0.5));
-	for (t = 1; t < 17; t += 1)
-		adapt_observe_mode(a, 0, 4 << 20, 2 << 20, S(0.05), S(0.05), 2, S(t));
-	adapt_observe_net(a, 1000000, S(1), true, S(t));
-	adapt_observe_net(a, 1000000, S(1), true, S(t + 1));
+	t = thin_link_b_better(a);
 	size_t m = adapt_decide(a, S(t + 1));
 	is_int(m, 1, "b, compared better on the samples, is taken on a thin link");
 	adapt_observe_mode(a, 1, 16 << 20, (16 << 20) / 20, S(0.4), S(0.4), 2, S(t + 2));
@@ -1407,11 +1418,7 @@ static void test_ratio_horizon(void)
 	double na, nb, nc;
 	a = adapt_new(three, 3, &p);
 	adapt_observe_probe_ref(a, 2, 20480, 255, 10000, 10000, 0, 164, 5000, S(0.1));
-	adapt_observe_probe_ref(a, 1, 1 << 20, 450000, S(0.01), S(0.01), 0, 500000, S(0.0025), S(0.5));
-	for (t = 1; t < 17; t += 1)
-		adapt_observe_mode(a, 0, 4 << 20, 2 << 20, S(0.05), S(0.05), 2, S(t));
-	adapt_observe_net(a, 1000000, S(1), true, S(t));
-	adapt_observe_net(a, 1000000, S(1), true, S(t + 1));
+	t = thin_link_b_better(a);
 	is_int(adapt_decide(a, S(t + 1)), 1, "b is taken, not c");
 	adapt_predict(a, 0, NULL, &na);
 	adapt_predict(a, 1, NULL, &nb);

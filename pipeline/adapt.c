@@ -1427,6 +1427,7 @@ void adapt_status(const struct adapt *a, struct adapt_status *st)
 	st->probes = a->probes;
 	st->net_measured_s = (double)a->net_ns / NS_PER_S;
 	st->learning = a->learning;
+	st->backlog = a->any_sent && a->ring[(a->next_seq - 1) % ADAPT_RING].backlog > 0;
 	st->elapsed_s = a->start_set && a->progress_t > a->start_t ? (double)(a->progress_t - a->start_t) / NS_PER_S : 0;
 }
 

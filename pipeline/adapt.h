@@ -321,6 +321,9 @@ struct adapt_status {
 	double net_measured_s;      /* time covered by the network samples so far */
 	bool learning;              /* the first mode holds: the link was neither seen saturated
 	                               nor seen carrying all we gave it, for up to a second */
+	bool backlog;               /* the last frame sent (adapt_frame_sent) went into a socket
+	                               still holding bytes: the link had not drained the ones
+	                               before it */
 	double elapsed_s;           /* from the first decision or progress line to the latest
 	                               progress line (adapt_progress_due) */
 };

@@ -372,23 +372,39 @@ int export_list_modes(void)
  * Since zstd frames get a window over the whole frame and long-distance matching (codec.c),
  * 16 MiB frames gain more (640 MiB of the same changes: 78.3 MB with zstd-3 in 4 MiB frames,
  * 67.8 MB in 16 MiB ones), so each mode's frames are its own here too (mode.c: 16 MiB for zstd,
- * 1 MiB for lz4, whose frames gain nothing above that). A frame is what the link must carry before the receiver acknowledges
- * anything of it, and the sender keeps two frames in flight: a frame's expected wire size is held
- * to about ADAPT_FRAME_LINK_NS of the measured bandwidth (adapt_frame_link), so on a thin link,
- * or with data that hardly compresses, frames are smaller (not below 1 MiB). Without that bound,
- * 16 MiB frames upset the engine's measurements (at 100 Mbit/s it saw 1.35 Gbit/s from bursts of
- * acknowledgements, and ratios of 0.7-0.98 for delta-lz4 whose frames made 0.25) and it switched
- * back and forth (bench/adapt.sh: 12.4 s against 8.6 for delta-zstd3 alone); with it the
- * adaptive exporter was within 1 % of the best static mode from 5 to 100 Mbit/s (session 6). */
+ * 1 MiB for lz4, whose frames gain nothing above that). A frame is what the link must carry
+ * before the receiver acknowledges anything of it, the sender keeps two frames in flight, and a
+ * broken connection resumes at a frame: a frame's expected wire size is held to about
+ * ADAPT_FRAME_LINK_NS of the measured bandwidth (adapt_frame_link), so on a very thin link, or
+ * with data that hardly compresses, frames are smaller (not below 1 MiB). That bound was 4 s
+ * when the engine measured the link from frame acknowledgements (16 MiB frames showed bursts of
+ * them: 1.35 Gbit/s at 100 Mbit/s); the link is measured from the socket now (transport.c), and
+ * at 4 s, frames cut to 2.4 MB (5 Mbit/s, a ratio of 1.0 learnt on a region that did not
+ * compress) gave the regions after them 1.1 MB more than 16 MiB frames did: 19.3 MB of 64 MiB
+ * where delta-zstd3 alone sent 18.2. At 32 s the bound bites below about 4 Mbit/s. */
 #define ADAPT_RUN   (256u << 10)
-/* ...and frames of 256 KiB too while the engine learns the link: until acknowledgements covered
- * ADAPT_WARMUP_NS of it, or ADAPT_WARMUP_MAX of input went by and the engine no longer holds its
- * first mode (adapt_status.learning: the link was seen saturated or carrying all we gave it, or a
- * second went by). A CPU-bound mode on a fat link passes 16 MiB in a tenth of a second, before
- * the first sample; then its 16 MiB frames came every 150 ms, and the link's idle socket at
- * each of them (adapt_frame_sent) was seen too rarely to end the hold early. Large frames before that would
- * have the first decisions made on the guessed bandwidth run for seconds (the sender encodes
- * two frames ahead of the acknowledgements: 8 MiB, all of a small export). Then runs of RUN_MAX,
+/* ...and, while the engine holds its first mode (adapt_status.learning: until the link was seen
+ * saturated or carrying all we gave it, or for a second), frames that start at 256 KiB. A
+ * CPU-bound mode on a fat link passes 16 MiB in a tenth of a second, before the first sample;
+ * its 16 MiB frames came every 150 ms, and the link's idle socket at each of them
+ * (adapt_frame_sent) was seen too rarely to end the hold early. So, while the engine holds, a
+ * frame written into an empty socket (the link drained the ones before it: it may be fat)
+ * doubles the next one, and eight in a row tell the engine the link is fat within a few hundred
+ * ms. One written into a backlog (the link holds us back) gives the next the mode's whole size,
+ * as does the end of the hold (warm_grow). Small frames cost bytes (640 MiB of a guest's changes
+ * to a file in xor-zstd1: 108.3 MB in frames of 256 KiB, 86.5 in 1 MiB, 70.1 in 4 MiB, 65.5 in
+ * 16 MiB), and on a thin link bytes are time: with every frame of the warm-up at 256 KiB, until
+ * acknowledgements had covered ADAPT_WARMUP_NS of the link, the export sent 68.2 MB at
+ * 100 Mbit/s where --mode xor-zstd1 sent 65.5 (7.6-8.1 s against 7.2), and 19.2 MB of 64 MiB at
+ * 10 Mbit/s where delta-zstd3 sent 18.2 (16.3 s against 15.7: bench/adapt.sh's data); small
+ * frames held until the first decision on a thin link (a backlog not growing them) made no fewer
+ * bytes at 10 Mbit/s, and 44.5 MB of 256 MiB at 25 Mbit/s against 41.9. The price: on a thin
+ * link the first mode, chosen before the link was known, makes the first two full frames (the
+ * sender keeps two in flight), so an export of less than that goes out in it entirely; that mode
+ * is the one that loses least wherever the link turns out to be (first_mode), and a thin link
+ * is where modes differ least.
+ * The warm-up's runs stay at 256 KiB until acknowledgements covered ADAPT_WARMUP_NS of the link,
+ * or ADAPT_WARMUP_MAX of input went by and the engine no longer holds. Then runs of RUN_MAX,
  * as the static modes: every run is a barrier of the encoding threads, and on a machine with more
  * runnable threads than cores each costs a scheduler slice (runs of 256 KiB made an export
  * sharing 2 cores with 6 busy loops markedly slower); a run of 1 MiB is still well under a second
@@ -396,12 +412,10 @@ int export_list_modes(void)
 #define ADAPT_WARMUP_NS  500000000ull
 #define ADAPT_WARMUP_MAX (16u << 20)
 /* ...and the learning hold keeps it for ADAPT_WARMUP_FRAMES frames at most: enough for the link
- * to be seen draining them (FAT_SEND_RUN in a row, adapt.c) on a fat link. On the compressible
- * start of a guest's changes at 100 Mbit/s the hold kept it for about 45 frames of 256 KiB, and
- * frames that small compress worse: in xor-zstd1 throughout, the export sent 70.4 MB, against
- * 66.0 for --mode xor-zstd1 (11 frames in all); with the cap, 68.3 (bench/adapt.sh). */
+ * to be seen draining them (FAT_SEND_RUN in a row, adapt.c) on a fat link. (On the compressible
+ * start of a guest's changes at 100 Mbit/s, the hold once kept 45 frames of 256 KiB.) */
 #define ADAPT_WARMUP_FRAMES 24
-#define ADAPT_FRAME_LINK_NS 4000000000ull
+#define ADAPT_FRAME_LINK_NS 32000000000ull
 #define ADAPT_FRAME_FLOOR  (1u << 20)
 #define CALIBRATE_BYTES (64u << 10)
 #define CALIBRATE_FAST  20e6          /* bytes per CPU-second: calibrated on a whole run */
@@ -466,6 +480,7 @@ struct walk {
 	bool calibrated;                   /* every mode was probed once on this data */
 	uint64_t run_max;                  /* bytes per run: the unit of mode decisions */
 	bool warm;                         /* adaptive: past the warm-up (see ADAPT_WARMUP_NS) */
+	uint32_t warm_frame;               /* ...the frame limit during it */
 	uint64_t frames_out;               /* DATA frames emitted */
 };
 
@@ -647,10 +662,27 @@ static void walk_observe(struct walk *w, const struct stream_piece *p, uint64_t 
 		w->old_frames--;
 		m = w->old_mode;
 	}
+	ho_debug("frame %" PRIu64 " of '%s': %" PRIu64 " B of chunks, %" PRIu64 " of them data, -> %zu B",
+	         p->seq, wmode(w, m)->name, p->chunk_bytes, p->literal_bytes, p->len);
 	adapt_observe_input(w->ad, p->chunk_bytes, p->literal_bytes, now);
 	if (p->literal_bytes && cpu > w->obs_cpu0 && wall > io)
 		adapt_observe_mode(w->ad, m, p->literal_bytes, p->len, cpu - w->obs_cpu0, wall - io, w->nthreads, now);
 	obs_reset(w, now);
+}
+
+/* During the warm-up, after a frame went out: while the engine holds its first mode and the link
+ * drained the frames before this one, the next frame twice as large; otherwise as large as the
+ * mode's (see ADAPT_WARMUP_NS). */
+static void warm_grow(struct walk *w)
+{
+	struct adapt_status st;
+	uint32_t full = w->mode.full->frame_size;
+
+	if (!w->adaptive || w->warm || w->o->frame_size || w->warm_frame >= full)
+		return;
+	adapt_status(w->ad, &st);
+	w->warm_frame = st.backlog || !st.learning ? full : (uint32_t)HO_MIN((uint64_t)w->warm_frame * 2, (uint64_t)full);
+	stream_enc_set_frame_limit(w->enc, w->warm_frame);
 }
 
 static int walk_emit(void *arg, const struct stream_piece *p)
@@ -665,6 +697,7 @@ static int walk_emit(void *arg, const struct stream_piece *p)
 		w->frames_out++;
 		if (w->ad)
 			walk_observe(w, p, t1);
+		warm_grow(w);
 	}
 	return rc;
 }
@@ -913,6 +946,11 @@ static int switch_mode(struct walk *w, size_t m)
 	for (unsigned i = 0; i < w->nthreads; i++)
 		w->ces[i] = w->mces[m * w->nthreads + i];
 	w->ce = w->ces[0];
+	if (!w->warm && w->warm_frame > md->frame_size) {
+		w->warm_frame = md->frame_size;
+		if (!w->o->frame_size)
+			stream_enc_set_frame_limit(w->enc, w->warm_frame);
+	}
 	return stream_enc_set_codec(w->enc, (int)md->frame_codec, md->frame_level);
 }
 
@@ -1370,8 +1408,9 @@ int export_run_adapt(const char *dir, uint32_t until, const struct export_opts *
 				 w.ad ? (void *)&w : arg, &w.enc)) ||
 	    (rc = stream_enc_set_threads(w.enc, w.nthreads)))
 		goto out;
+	w.warm_frame = ADAPT_RUN;
 	if (w.adaptive && !o->frame_size && !w.warm)
-		stream_enc_set_frame_limit(w.enc, ADAPT_RUN);
+		stream_enc_set_frame_limit(w.enc, w.warm_frame);
 	else
 		frame_limit_update(&w);
 	if (w.ad) {

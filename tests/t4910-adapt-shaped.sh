@@ -21,17 +21,21 @@ NAME=ta$$
 BUSY=()
 trap '"$WAN" down $NAME >/dev/null 2>&1; for p in "${BUSY[@]:-}"; do [ -n "$p" ] && kill $p 2>/dev/null; done; t_cleanup' EXIT
 
-# a 64 MiB base and 6 MiB of changes: text, random, copies of base blocks
+# a 64 MiB base and 46 MiB of changes: text, random, copies of base blocks, and 40 MiB of memory
+# of the same text over and over, each copy a few bytes further on (no two chunks alike, and a
+# frame's codec finds them all): the exporter's first two frames are full-size once the thin link
+# shows itself (export.c, warm_grow) and go out in the mode chosen before the link was known, so
+# the data must outlast them to see what the engine chose for the link, yet fit in seconds
 mkdir -p tree mnt
 find /usr/share/doc -type f -printf '%s %p\n' 2>/dev/null | awk '{ s += $1; if (s > 40e6) exit; sub(/^[0-9]+ /, ""); print }' |
 	xargs -d '\n' cp --parents -t tree 2>/dev/null
 mkfs.ext4 -q -F -d tree base.img 64M >/dev/null 2>&1 || bail "mkfs.ext4 failed"
 find /usr/share/doc -type f -name copyright | head -n 3000 | xargs cat 2>/dev/null | head -c 3M >text
-mount_overlay ovl mnt --disk base.img --memory-size 16M || bail "cannot mount the overlay"
+mount_overlay ovl mnt --disk base.img --memory-size 48M || bail "cannot mount the overlay"
 dd if=text of=mnt/disk bs=64K seek=16 conv=notrunc status=none
 head -c 2M /dev/urandom | dd of=mnt/disk bs=64K seek=128 conv=notrunc status=none
 dd if=base.img of=mnt/disk bs=64K skip=300 seek=200 count=16 conv=notrunc status=none
-head -c 1M text | dd of=mnt/memory bs=64K seek=8 conv=notrunc status=none
+for i in $(seq 14); do printf 'copy %d\n' "$i"; cat text; done | head -c 40M | dd of=mnt/memory bs=64K seek=8 conv=notrunc status=none
 seal_overlay ovl mnt || bail "cannot seal the first data set"
 sha_disk=$SEAL_DISK sha_mem=$SEAL_MEM
 # the larger set for the fat link: the same disk changes, and 128 MiB of memory of shared libraries
@@ -53,7 +57,7 @@ n=0
 # transfer WHAT [OVL MEMSIZE SHA_DISK SHA_MEM]: adaptive transfer at the current rate (of ovl by
 # default); the settled mode's rank in $RANK; checks the result
 transfer() {
-	local what=$1 o=${2:-ovl} msize=${3:-16M} want_disk=${4:-$sha_disk} want_mem=${5:-$sha_mem} recv port rc irc settled
+	local what=$1 o=${2:-ovl} msize=${3:-48M} want_disk=${4:-$sha_disk} want_mem=${5:-$sha_mem} recv port rc irc settled
 	n=$((n + 1)); recv=recv$n
 	rm -f port $o/export-pending
 	"$WAN" exec $NAME b handoff-import -q --listen "$B:0" --port-file port --disk base.img --memory-size $msize $recv 2>import$n.err &

@@ -1695,6 +1695,31 @@ static void test_short_windows(void)
 	adapt_free(a);
 }
 
+/* adapt_status().backlog tells the exporter's warm-up whether the last frame found the link
+ * busy (its frames then grow to the mode's size at once: export.c, warm_grow). */
+static void test_backlog(void)
+{
+	struct adapt_params p = params();
+	struct adapt *a = adapt_new(modes, NMODES, &p);
+	struct adapt_status st;
+
+	adapt_status(a, &st);
+	ok(!st.backlog, "no frame sent: no backlog");
+	adapt_frame_sent(a, 0, 1 << 18, 0, S(1));
+	adapt_status(a, &st);
+	ok(!st.backlog, "a frame written into an empty socket: no backlog");
+	adapt_frame_sent(a, 1, 1 << 18, 1 << 17, S(1.01));
+	adapt_status(a, &st);
+	ok(st.backlog, "a frame written behind 128 KiB still queued: backlog");
+	adapt_frame_sent(a, 2, 1 << 18, UINT64_MAX, S(1.02));
+	adapt_status(a, &st);
+	ok(!st.backlog, "the socket's queue unknown: no backlog claimed");
+	adapt_frame_sent(a, 3, 1 << 18, 0, S(1.5));
+	adapt_status(a, &st);
+	ok(!st.backlog, "drained again: no backlog");
+	adapt_free(a);
+}
+
 /* Pinned to one CPU (taskset), the engine counts one core and the meter only that core's load: a
  * neighbour spinning on our CPU leaves us about half of it, whatever the other CPUs do. */
 static void test_cpu_affinity(void)
@@ -1779,5 +1804,6 @@ int main(void)
 	test_cpu_meter();
 	test_cpu_affinity();
 	test_short_windows();
+	test_backlog();
 	return done_testing();
 }

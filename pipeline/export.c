@@ -670,19 +670,34 @@ static void walk_observe(struct walk *w, const struct stream_piece *p, uint64_t 
 	obs_reset(w, now);
 }
 
+/* Adaptive, without --frame-size: the current mode's frame size on the link measured now
+ * (adapt_frame_link), during the warm-up no larger than its limit (warm_frame, see
+ * ADAPT_WARMUP_NS), from the frame being collected on. */
+static void frame_limit_update(struct walk *w)
+{
+	struct adapt_status st;
+	uint32_t f;
+
+	if (!w->adaptive || w->o->frame_size)
+		return;
+	adapt_status(w->ad, &st);
+	f = adapt_frame_link(w->mode.full, &st);
+	stream_enc_set_frame_limit(w->enc, w->warm ? f : HO_MIN(f, w->warm_frame));
+}
+
 /* During the warm-up, after a frame went out: while the engine holds its first mode and the link
- * drained the frames before this one, the next frame twice as large; otherwise as large as the
- * mode's (see ADAPT_WARMUP_NS). */
+ * drained the frames before this one, the next frame twice as large; otherwise no warm-up limit
+ * (the mode's size: frame_limit_update; see ADAPT_WARMUP_NS). */
 static void warm_grow(struct walk *w)
 {
 	struct adapt_status st;
-	uint32_t full = w->mode.full->frame_size;
+	uint32_t top = adapt_frame_max();
 
-	if (!w->adaptive || w->warm || w->o->frame_size || w->warm_frame >= full)
+	if (!w->adaptive || w->warm || w->warm_frame >= top)
 		return;
 	adapt_status(w->ad, &st);
-	w->warm_frame = st.backlog || !st.learning ? full : (uint32_t)HO_MIN((uint64_t)w->warm_frame * 2, (uint64_t)full);
-	stream_enc_set_frame_limit(w->enc, w->warm_frame);
+	w->warm_frame = st.backlog || !st.learning ? top : (uint32_t)HO_MIN((uint64_t)w->warm_frame * 2, (uint64_t)top);
+	frame_limit_update(w);
 }
 
 static int walk_emit(void *arg, const struct stream_piece *p)
@@ -914,18 +929,6 @@ static void full_chunk(struct walk *w, uint64_t i, struct stream_chunk *c)
 	c->payload_len = (uint32_t)r->len;
 }
 
-/* Adaptive, past the warm-up and without --frame-size: the current mode's frame size on the
- * link measured now (adapt_frame_link), from the frame being collected on. */
-static void frame_limit_update(struct walk *w)
-{
-	struct adapt_status st;
-
-	if (!w->adaptive || !w->warm || w->o->frame_size)
-		return;
-	adapt_status(w->ad, &st);
-	stream_enc_set_frame_limit(w->enc, adapt_frame_link(w->mode.full, &st));
-}
-
 /* Switch to mode m of the table: its chunk encoders and frame codec, from the next run on (its
  * frame size: frame_limit_update, after every decision). The frame being collected is closed
  * first, with the codec of the mode that made it. */
@@ -946,11 +949,6 @@ static int switch_mode(struct walk *w, size_t m)
 	for (unsigned i = 0; i < w->nthreads; i++)
 		w->ces[i] = w->mces[m * w->nthreads + i];
 	w->ce = w->ces[0];
-	if (!w->warm && w->warm_frame > md->frame_size) {
-		w->warm_frame = md->frame_size;
-		if (!w->o->frame_size)
-			stream_enc_set_frame_limit(w->enc, w->warm_frame);
-	}
 	return stream_enc_set_codec(w->enc, (int)md->frame_codec, md->frame_level);
 }
 
@@ -1409,10 +1407,7 @@ int export_run_adapt(const char *dir, uint32_t until, const struct export_opts *
 	    (rc = stream_enc_set_threads(w.enc, w.nthreads)))
 		goto out;
 	w.warm_frame = ADAPT_RUN;
-	if (w.adaptive && !o->frame_size && !w.warm)
-		stream_enc_set_frame_limit(w.enc, w.warm_frame);
-	else
-		frame_limit_update(&w);
+	frame_limit_update(&w);
 	if (w.ad) {
 		uint64_t now = ho_mono_ns();
 		obs_reset(&w, now);

@@ -659,7 +659,9 @@ int stream_enc_chunk(struct stream_enc *e, const struct stream_chunk *c)
 	e->last_idx = c->idx;
 
 	need = enc_chunk_bytes(c);
-	extend = e->rec_open && c->enc != STREAM_ENC_DELTA_BASE && e->rec_enc == (int)c->enc && e->rec_image == c->image &&
+	/* a frame also closes at STREAM_FRAME_CHUNKS bytes of chunks, references included */
+	bool full = e->pchunks + c->len > STREAM_FRAME_CHUNKS;
+	extend = !full && e->rec_open && c->enc != STREAM_ENC_DELTA_BASE && e->rec_enc == (int)c->enc && e->rec_image == c->image &&
 		 e->rec_idx + e->rec_count == c->idx && e->rec_count < UINT32_MAX &&
 		 e->plen + need <= e->frame_lim &&
 		 /* a short chunk can only be the last of a record */
@@ -670,7 +672,7 @@ int stream_enc_chunk(struct stream_enc *e, const struct stream_chunk *c)
 		enc_close_record(e);
 		size_t rec = STREAM_REC_HDR_LEN + need +
 			     ((c->enc == STREAM_ENC_BASE_REF || c->enc == STREAM_ENC_SENT_REF) ? STREAM_REF_LEN : 0);
-		if (e->plen + rec > e->frame_lim) {
+		if (e->plen + rec > e->frame_lim || full) {
 			int rc = enc_flush(e);
 			if (rc)
 				return e->err = rc;

@@ -252,6 +252,50 @@ static void damage_all(const struct buf *b, const char *key, const char *what)
 	free(r);
 }
 
+/* Frames close at STREAM_FRAME_CHUNKS bytes of chunks even when their payload is tiny: 200 MiB
+ * of zero chunks (one record per run, 20 bytes) go in 4 frames, none standing for more than the
+ * bound, and together for every chunk. */
+struct count { int frames; uint64_t chunk_bytes, max_chunks; };
+static int count_sink(void *arg, const struct stream_piece *pc)
+{
+	struct count *n = arg;
+	if (pc->kind == STREAM_EMIT_FRAME) {
+		n->frames++;
+		n->chunk_bytes += pc->chunk_bytes;
+		n->max_chunks = HO_MAX(n->max_chunks, pc->chunk_bytes);
+	}
+	return 0;
+}
+
+static void test_frame_chunks(void)
+{
+	const uint32_t cs = 64 * 1024;
+	const uint64_t size = 200ull << 20;
+	struct stream_header h;
+	struct stream_enc *e;
+	struct count n = { 0 };
+	int rc;
+
+	header_init(&h, 9);
+	h.chunk_size = cs;
+	h.frame_max = 1u << 20;
+	h.image[0].size = h.image[0].base.size = size;
+	h.image[1].size = h.image[1].base.size = cs;
+	rc = stream_enc_new(&h, NULL, 0, STREAM_CODEC_NONE, 0, count_sink, &n, &e);
+	for (uint64_t idx = 0; rc == 0 && idx < size / cs; idx++) {
+		struct stream_chunk c = { .image = 0, .idx = idx, .len = cs, .enc = STREAM_ENC_ZERO };
+		rc = stream_enc_chunk(e, &c);
+	}
+	if (rc == 0)
+		rc = stream_enc_finish(e, NULL);
+	stream_enc_free(e);
+	is_int(rc, 0, "encode 200 MiB of zero chunks");
+	ok(n.frames == 4 && n.chunk_bytes == size && n.max_chunks <= STREAM_FRAME_CHUNKS,
+	   "...in 4 frames of at most %llu bytes of chunks (%d frames, largest %llu, %llu in all)",
+	   (unsigned long long)STREAM_FRAME_CHUNKS, n.frames, (unsigned long long)n.max_chunks,
+	   (unsigned long long)n.chunk_bytes);
+}
+
 int main(void)
 {
 	struct buf b, b2, bk;
@@ -438,6 +482,7 @@ int main(void)
 		free(p);
 	}
 	damage_all(&bk, key, "authenticated");
+	test_frame_chunks();
 
 	free(b.p);
 	free(bk.p);

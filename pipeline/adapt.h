@@ -214,6 +214,10 @@ void adapt_observe_net(struct adapt *a, uint64_t acked_bytes, uint64_t wall_ns, 
  * Pass UINT64_MAX when the transport cannot tell; then a sample counts as saturated when the
  * newest frame it covers had been written before the previous ack came back (right for a
  * link-bound sender, but a slow receiver's acks can make a CPU-bound sender look saturated).
+ * The first frame written into a backlog while the engine still holds its first mode (no
+ * decision yet) bounds the link above by what went before it over the time since the first
+ * frame: the engine then takes the mode that loses least, by the profile, on links up to that
+ * bound (once; never a forced mode), so that the first full frames are not the first mode's.
  *
  * Frames must be sent with increasing seq; up to 4096 may be outstanding (older ones are
  * forgotten, and their acks give no sample). adapt_frame_sent() also adds to bytes_sent. HO_ESEQ

@@ -399,10 +399,11 @@ int export_list_modes(void)
  * 10 Mbit/s where delta-zstd3 sent 18.2 (16.3 s against 15.7: bench/adapt.sh's data); small
  * frames held until the first decision on a thin link (a backlog not growing them) made no fewer
  * bytes at 10 Mbit/s, and 44.5 MB of 256 MiB at 25 Mbit/s against 41.9. The price: on a thin
- * link the first mode, chosen before the link was known, makes the first two full frames (the
- * sender keeps two in flight), so an export of less than that goes out in it entirely; that mode
- * is the one that loses least wherever the link turns out to be (first_mode), and a thin link
- * is where modes differ least.
+ * link the first full frames go out before the first decision, so in the mode the engine holds
+ * then: the first mode, chosen before the link was known (the one that loses least wherever the
+ * link turns out to be), or, after the first frame written into a backlog, the one that loses
+ * least up to the rate that backlog bounds the link by (first_mode_upto, adapt.c: at 5 Mbit/s
+ * delta-zstd3 where xor-zstd1 had made the first 9.6 MB of 18.9).
  * The warm-up's runs stay at 256 KiB until acknowledgements covered ADAPT_WARMUP_NS of the link,
  * or ADAPT_WARMUP_MAX of input went by and the engine no longer holds. Then runs of RUN_MAX,
  * as the static modes: every run is a barrier of the encoding threads, and on a machine with more

@@ -137,7 +137,7 @@ struct amode {
 	uint64_t t_probe;     /* last probe */
 	bool probed;
 	double last_fr, last_pr;   /* the last frame sample's ratio, the last probe's */
-	double prof_rate, prof_ratio;   /* the profile's (adapt_new), kept for first_mode_upto */
+	double prof_rate, prof_ratio;   /* the profile's (adapt_new), kept for first_mode */
 };
 
 struct adapt {
@@ -564,52 +564,32 @@ static size_t best_mode(const struct adapt *a, double bw)
  * guess was delta-zstd3, at a third of xor-zstd1's rate at 1 Gbit/s by the profile, and on a
  * guest's compressible first pages at 100 Mbit/s CPU-bound at 80-110 MB/s of input where
  * xor-zstd1 ran at 180-300, for the hold's whole second; xor-zstd1 loses 8 % at worst, on the
- * thin links, where the hold is shortest (the link saturates at once). */
-#define FIRST_BW_LO    625e3       /* 5 Mbit/s */
-#define FIRST_BW_HI    125e6       /* 1 Gbit/s */
-#define FIRST_BW_STEPS 16
-static size_t first_mode(const struct adapt *a)
-{
-	size_t first = 0;
-	double first_loss = HUGE_VAL;
-
-	for (size_t i = 0; i < a->n; i++) {
-		double loss = 1.0;
-		for (int k = 0; k <= FIRST_BW_STEPS; k++) {
-			double bw = FIRST_BW_LO * pow(FIRST_BW_HI / FIRST_BW_LO, (double)k / FIRST_BW_STEPS);
-			double top = predict_at(a, best_mode(a, bw), bw, NULL, NULL);
-			loss = HO_MAX(loss, top / predict_at(a, i, bw, NULL, NULL));
-		}
-		if (loss < first_loss * (1 - 1e-9)) {
-			first = i;
-			first_loss = loss;
-		}
-	}
-	return first;
-}
-
-/* ...and again, by the profile alone, on the first frame written into a backlog while the engine
+ * thin links, where the hold is shortest (the link saturates at once).
+ * ...and again, up to a lower bound hi, on the first frame written into a backlog while the engine
  * still holds that mode (adapt_frame_sent): the link did not carry what went before it in the
  * time it had, which bounds it above, and the mode that loses least up to that bound takes the
  * first full frames (the warm-up gives the frame after a backlog the mode's whole size, and the
  * first decision comes only with the first link sample: at 5 Mbit/s the first full frame, 9.6 MB
  * of an export's 18.9, went out in xor-zstd1, 1.03 of delta-zstd3's time, 1.03 at 10 Mbit/s).
  * The profile, not the estimates: those come from the calibration's 4 KiB samples then, on which
- * every mode ties. A tie keeps the current mode. */
+ * every mode ties. A tie keeps mode `keep` (at the start, the table's first). */
+#define FIRST_BW_LO    625e3       /* 5 Mbit/s */
+#define FIRST_BW_HI    125e6       /* 1 Gbit/s */
+#define FIRST_BW_STEPS 16
 static double prof_rate_at(const struct adapt *a, size_t i, double bw)
 {
 	double cores = a->m[i].threads ? HO_MIN((double)a->m[i].threads, a->p.ncores) : a->p.ncores;
 	return HO_MIN(a->m[i].prof_rate * cores, bw / a->m[i].prof_ratio);
 }
 
-static size_t first_mode_upto(const struct adapt *a, double hi)
+static size_t first_mode(const struct adapt *a, size_t keep, double hi)
 {
-	size_t first = a->cur;
+	size_t first = keep;
 	double first_loss = HUGE_VAL;
 
 	hi = clampd(hi, FIRST_BW_LO, FIRST_BW_HI);
 	for (size_t k = 0; k < a->n + 1; k++) {
-		size_t i = k == 0 ? a->cur : k - 1;     /* the current mode first: ties keep it */
+		size_t i = k == 0 ? keep : k - 1;       /* `keep` first: ties keep it */
 		double loss = 1.0;
 		for (int s = 0; s <= FIRST_BW_STEPS; s++) {
 			double bw = FIRST_BW_LO * pow(hi / FIRST_BW_LO, (double)s / FIRST_BW_STEPS), top = 0;
@@ -660,7 +640,7 @@ struct adapt *adapt_new(const struct adapt_mode_profile *modes, size_t n, const 
 	a->ref_cpu = a->cpu.slow.v;
 	a->input_remaining = UINT64_MAX;
 	a->grow_after = a->p.net_grow_after_ns;
-	a->cur = first_mode(a);
+	a->cur = first_mode(a, 0, FIRST_BW_HI);
 	a->learning = true;
 	return a;
 }
@@ -945,11 +925,11 @@ int adapt_frame_sent(struct adapt *a, uint64_t seq, uint64_t wire_bytes, uint64_
 		}
 	} else {
 		a->send_idle_run = 0;
-		/* the first backlog while the first mode holds: see first_mode_upto */
+		/* the first backlog while the first mode holds: see first_mode */
 		if (queued_bytes != UINT64_MAX && a->any_sent && !a->narrowed && a->forced < 0 && !a->decisions &&
 		    !a->sat_seen && !a->fat_seen && now_ns > a->first_sent_t) {
 			double hi = (double)(a->sent_cum - wire_bytes) / ((double)(now_ns - a->first_sent_t) / NS_PER_S);
-			size_t m = first_mode_upto(a, hi);
+			size_t m = first_mode(a, a->cur, hi);
 			a->narrowed = true;
 			if (m != a->cur) {
 				ho_debug("mode '%s' -> '%s': the link carries less than %.3g B/s (a backlog at %.0f ms)",

@@ -402,7 +402,7 @@ int export_list_modes(void)
  * link the first full frames go out before the first decision, so in the mode the engine holds
  * then: the first mode, chosen before the link was known (the one that loses least wherever the
  * link turns out to be), or, after the first frame written into a backlog, the one that loses
- * least up to the rate that backlog bounds the link by (first_mode_upto, adapt.c: at 5 Mbit/s
+ * least up to the rate that backlog bounds the link by (first_mode, adapt.c: at 5 Mbit/s
  * delta-zstd3 where xor-zstd1 had made the first 9.6 MB of 18.9).
  * The warm-up's runs stay at 256 KiB until acknowledgements covered ADAPT_WARMUP_NS of the link,
  * or ADAPT_WARMUP_MAX of input went by and the engine no longer holds. Then runs of RUN_MAX,

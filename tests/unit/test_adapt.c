@@ -1243,7 +1243,7 @@ static void test_learn_hold(void)
 			bool backlog = how == 5;
 			for (int k = 0; k < 8; k++)
 				adapt_frame_sent(a, (uint64_t)k, 4096, backlog && k == 4 ? 8192 : 0, S(1.2 + k * 0.01));
-			/* (the backlog may change the first mode, first_mode_upto: test_narrow; not the hold) */
+			/* (the backlog may change the first mode, first_mode: test_narrow; not the hold) */
 			adapt_decide(a, S(1.28));
 			adapt_status(a, &st);
 			ok(st.learning && st.decisions == 0, "%s: 8 frames into an empty socket within 70 ms: the hold stays",

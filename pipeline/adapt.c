@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
+#include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -141,6 +142,7 @@ struct amode {
 };
 
 struct adapt {
+	pthread_mutex_t mu;          /* every entry point holds it (recursive: they call each other) */
 	struct adapt_params p;
 	size_t n;
 	struct amode m[ADAPT_MAX_MODES];
@@ -218,6 +220,23 @@ struct adapt {
 	bool start_set;
 	bool progress_any;
 };
+
+/* The engine's lock for the rest of the calling function (GCC's cleanup attribute): the walk's
+ * thread and the export's sender thread (sender.c) both feed the engine. */
+static pthread_mutex_t *lock_engine(const struct adapt *a)
+{
+	pthread_mutex_t *m = (pthread_mutex_t *)&a->mu;
+
+	pthread_mutex_lock(m);
+	return m;
+}
+
+static void unlock_engine(pthread_mutex_t **m)
+{
+	pthread_mutex_unlock(*m);
+}
+
+#define LOCKED(a) pthread_mutex_t *locked_ __attribute__((cleanup(unlock_engine))) = lock_engine(a)
 
 /* The CPUs this process may run on (its affinity mask, as taskset or a cgroup's cpuset leaves
  * it) into *set, and how many; 0 when unknown. */
@@ -518,6 +537,7 @@ static bool net_bound_idle(const struct adapt *a, size_t i, double bw)
 /* The current mode, on the estimate (adapt.h). */
 bool adapt_cpu_idle(const struct adapt *a)
 {
+	LOCKED(a);
 	return net_bound_idle(a, a->cur, a->bw.slow.v);
 }
 
@@ -624,6 +644,11 @@ struct adapt *adapt_new(const struct adapt_mode_profile *modes, size_t n, const 
 	a = calloc(1, sizeof(*a));
 	if (!a)
 		return NULL;
+	pthread_mutexattr_t ma;
+	pthread_mutexattr_init(&ma);
+	pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_RECURSIVE);
+	pthread_mutex_init(&a->mu, &ma);
+	pthread_mutexattr_destroy(&ma);
 	params_fill(&a->p, params);
 	a->n = n;
 	for (size_t i = 0; i < n; i++) {
@@ -647,6 +672,8 @@ struct adapt *adapt_new(const struct adapt_mode_profile *modes, size_t n, const 
 
 void adapt_free(struct adapt *a)
 {
+	if (a)
+		pthread_mutex_destroy(&a->mu);
 	free(a);
 }
 
@@ -670,6 +697,7 @@ int adapt_mode_index(const struct adapt *a, const char *name)
 
 int adapt_force(struct adapt *a, int idx)
 {
+	LOCKED(a);
 	if (idx >= (int)a->n)
 		return HO_EINVAL;
 	a->forced = idx < 0 ? -1 : idx;
@@ -761,6 +789,7 @@ static void mode_add(struct adapt *a, size_t i, uint64_t in, uint64_t out, uint6
 int adapt_observe_mode(struct adapt *a, size_t mode_idx, uint64_t input_bytes, uint64_t output_bytes,
                        uint64_t cpu_ns, uint64_t wall_ns, unsigned threads, uint64_t now_ns)
 {
+	LOCKED(a);
 	if (mode_idx >= a->n)
 		return HO_EINVAL;
 	if (input_bytes == 0 || cpu_ns == 0)
@@ -780,6 +809,7 @@ int adapt_observe_mode(struct adapt *a, size_t mode_idx, uint64_t input_bytes, u
 int adapt_observe_probe(struct adapt *a, size_t mode_idx, uint64_t input_bytes, uint64_t output_bytes,
                         uint64_t cpu_ns, uint64_t wall_ns, uint64_t now_ns)
 {
+	LOCKED(a);
 	if (mode_idx >= a->n)
 		return HO_EINVAL;
 	a->probes++;
@@ -823,6 +853,7 @@ int adapt_observe_probe_ref(struct adapt *a, size_t mode_idx, uint64_t input_byt
                             uint64_t cpu_ns, uint64_t wall_ns, size_t ref_idx, uint64_t ref_output,
                             uint64_t ref_cpu_ns, uint64_t now_ns)
 {
+	LOCKED(a);
 	struct amode *m, *r;
 	int rc;
 
@@ -846,6 +877,7 @@ int adapt_observe_probe_ref(struct adapt *a, size_t mode_idx, uint64_t input_byt
 void adapt_observe_net(struct adapt *a, uint64_t acked_bytes, uint64_t wall_ns, bool saturated,
                        uint64_t now_ns)
 {
+	LOCKED(a);
 	double x;
 
 	if (a->net_acc_ns == 0 && a->net_acc_bytes == 0)
@@ -904,6 +936,7 @@ void adapt_observe_net(struct adapt *a, uint64_t acked_bytes, uint64_t wall_ns, 
 
 int adapt_frame_sent(struct adapt *a, uint64_t seq, uint64_t wire_bytes, uint64_t queued_bytes, uint64_t now_ns)
 {
+	LOCKED(a);
 	struct adapt_sent *r;
 
 	if (a->any_sent && seq < a->next_seq)
@@ -976,6 +1009,7 @@ static bool acked_saturated(const struct adapt *a, uint64_t seq)
 
 int adapt_frame_acked(struct adapt *a, uint64_t seq, uint64_t now_ns)
 {
+	LOCKED(a);
 	const struct adapt_sent *r = &a->ring[seq % ADAPT_RING];
 
 	if (!a->any_sent || seq >= a->next_seq)
@@ -999,6 +1033,7 @@ int adapt_frame_acked(struct adapt *a, uint64_t seq, uint64_t now_ns)
 
 void adapt_observe_input(struct adapt *a, uint64_t input_bytes, uint64_t literal_bytes, uint64_t now_ns)
 {
+	LOCKED(a);
 	if (input_bytes == 0)
 		return;
 	dsum_add(&a->lits, &a->lit, (double)HO_MIN(literal_bytes, input_bytes), (double)input_bytes, now_ns,
@@ -1015,11 +1050,13 @@ static double lit_share(const struct adapt *a)
 
 void adapt_set_net_meter(struct adapt *a, bool on)
 {
+	LOCKED(a);
 	a->net_meter = on;
 }
 
 void adapt_observe_queue(struct adapt *a, uint64_t queued_bytes, uint64_t now_ns)
 {
+	LOCKED(a);
 	if (queued_bytes == 0) {
 		a->q_idle_t = now_ns;
 		a->q_idle_seen = true;
@@ -1033,6 +1070,7 @@ void adapt_observe_queue(struct adapt *a, uint64_t queued_bytes, uint64_t now_ns
 
 void adapt_observe_cpu(struct adapt *a, double available_fraction, uint64_t now_ns)
 {
+	LOCKED(a);
 	if (!isfinite(available_fraction))
 		return;
 	cpu_add(a, available_fraction, false, now_ns, 0);
@@ -1049,6 +1087,7 @@ static void mark_start(struct adapt *a, uint64_t now_ns)
 
 bool adapt_progress_due(struct adapt *a, uint64_t now_ns, uint64_t interval_ns, bool force)
 {
+	LOCKED(a);
 	if (!force && a->progress_any && now_ns - a->progress_t < interval_ns)
 		return false;
 	a->progress_any = true;
@@ -1059,6 +1098,7 @@ bool adapt_progress_due(struct adapt *a, uint64_t now_ns, uint64_t interval_ns, 
 
 void adapt_set_progress(struct adapt *a, uint64_t input_remaining, uint64_t bytes_sent)
 {
+	LOCKED(a);
 	a->input_remaining = input_remaining;
 	a->bytes_sent = bytes_sent;
 }
@@ -1169,6 +1209,7 @@ static void switch_to(struct adapt *a, size_t to, size_t prev, uint64_t now_ns)
 
 size_t adapt_decide(struct adapt *a, uint64_t now_ns)
 {
+	LOCKED(a);
 	size_t best;
 	double cb, cc;
 
@@ -1303,6 +1344,7 @@ static double probe_cost(const struct adapt *a, size_t i)
 
 uint64_t adapt_probe_bytes(const struct adapt *a, size_t idx)
 {
+	LOCKED(a);
 	double per_byte, b;
 
 	if (idx >= a->n)
@@ -1336,6 +1378,7 @@ static double probe_rate(const struct adapt *a)
 
 bool adapt_probe_due(struct adapt *a, uint64_t now_ns, size_t *mode_idx)
 {
+	LOCKED(a);
 	size_t lo, hi, pick = SIZE_MAX;
 	double cost = 0, bank = probe_rate(a) * (double)PROBE_BANK_NS;
 
@@ -1396,6 +1439,7 @@ bool adapt_probe_due(struct adapt *a, uint64_t now_ns, size_t *mode_idx)
 
 size_t adapt_probe_peers(const struct adapt *a, size_t due, size_t *idx, size_t max)
 {
+	LOCKED(a);
 	size_t n = 0, lo, hi;
 
 	if (due >= a->n || max == 0)
@@ -1412,11 +1456,13 @@ size_t adapt_probe_peers(const struct adapt *a, size_t due, size_t *idx, size_t 
 
 double adapt_mode_speed(const struct adapt *a, size_t idx)
 {
+	LOCKED(a);
 	return idx < a->n ? a->m[idx].speed.v : -1;
 }
 
 double adapt_predict(const struct adapt *a, size_t idx, double *proc, double *net)
 {
+	LOCKED(a);
 	if (idx >= a->n)
 		return -1;
 	return predict(a, idx, proc, net);
@@ -1424,6 +1470,7 @@ double adapt_predict(const struct adapt *a, size_t idx, double *proc, double *ne
 
 void adapt_status(const struct adapt *a, struct adapt_status *st)
 {
+	LOCKED(a);
 	double p, n;
 
 	memset(st, 0, sizeof(*st));

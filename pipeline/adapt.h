@@ -66,8 +66,8 @@
  * until a lighter mode wins, which then either fills the link (and B is measured again, the engine
  * goes back, and the next try waits twice as long) or proves the link fat.
  *
- * The handle is not thread-safe: the caller serialises all calls (the exporter's frame loop owns
- * it). Nothing here allocates after adapt_new() or does I/O (switches are logged with ho_debug),
+ * Every call holds the handle's lock: the exporter's walk and its sender thread (the link's
+ * observations) share it. Nothing here allocates after adapt_new() or does I/O (switches are logged with ho_debug),
  * except the CPU meter at the end, which reads /proc and getrusage() and is kept apart.
  */
 #ifndef HANDOFF_ADAPT_H

@@ -35,6 +35,7 @@
 #include "pipeline/export_int.h"
 
 #define SENDER_ID_NAME "stream-sender-id"
+#define EXPORT_QUEUED  1                   /* frames queued for the sender thread (sender.c) */
 #define SENTSET_NAME   "sentset"           /* what the receiver holds from earlier exports */
 #define SENTSET_NEXT   "sentset.next"      /* ... after this one, until it is known applied */
 
@@ -1086,7 +1087,8 @@ static void probe_due(struct walk *w, size_t due)
 	probe_modes(w, peers, np, HO_MIN(adapt_probe_bytes(w->ad, due), (uint64_t)PROBE_MAX));
 }
 
-/* The sink waits on the link (export_idle): the walk's thread has nothing to do, so a due probe
+/* The walk waits for its sender thread (sender_emit: the queue is full, the link holds it back):
+ * the walk's thread has nothing to do, so a due probe
  * runs now, on the newest input, once per new sample: the same bytes again would tell nothing.
  * Only where the link is the bottleneck and the CPU idles (adapt_cpu_idle): on a fat link the
  * sender waits briefly, and a probe then would hold the next frame back while the link drains
@@ -1303,12 +1305,13 @@ static int count_cb(const struct tracker_chunk *c, void *arg)
 int export_run(const char *dir, uint32_t until, const struct export_opts *o, stream_emit_fn emit, void *arg,
 	       struct export_result *res)
 {
-	return export_run_adapt(dir, until, o, NULL, emit, arg, NULL, res);
+	return export_run_adapt(dir, until, o, NULL, emit, arg, false, res);
 }
 
 int export_run_adapt(const char *dir, uint32_t until, const struct export_opts *o, struct adapt *ad,
-		     stream_emit_fn emit, void *arg, struct export_idle *idle, struct export_result *res)
+		     stream_emit_fn emit, void *arg, bool idle_probes, struct export_result *res)
 {
+	struct sender *snd = NULL;
 	struct overlay *ov = NULL;
 	struct tracker *t = NULL;
 	struct stream_header h;
@@ -1390,8 +1393,13 @@ int export_run_adapt(const char *dir, uint32_t until, const struct export_opts *
 	w.run_max = w.adaptive && !w.warm ? HO_MAX((uint64_t)ADAPT_RUN, (uint64_t)w.cs) : RUN_MAX;
 	w.dir = dir;
 	w.o = o;
-	w.emit = emit;
-	w.emit_arg = arg;
+	/* the sink on a thread of its own (sender.c), one frame queued while it writes another */
+	if ((rc = sender_new(emit, arg, EXPORT_QUEUED, &snd)))
+		goto out;
+	if (idle_probes && w.adaptive)
+		sender_set_wait(snd, walk_idle, &w);
+	w.emit = sender_emit;
+	w.emit_arg = snd;
 	if (w.ad && o->progress) {
 		struct count_arg ca = { ov, 0 };
 		if (tracker_foreach(t, -1, o->since, until, count_cb, &ca) == 0)
@@ -1403,8 +1411,8 @@ int export_run_adapt(const char *dir, uint32_t until, const struct export_opts *
 		memcpy(h.basis, w.lineage.stream, sizeof(h.basis));
 		res->history = true;
 	}
-	if ((rc = stream_enc_new(&h, o->key, o->key_len, w.mode.codec, w.mode.level, w.ad ? walk_emit : emit,
-				 w.ad ? (void *)&w : arg, &w.enc)) ||
+	if ((rc = stream_enc_new(&h, o->key, o->key_len, w.mode.codec, w.mode.level, w.ad ? walk_emit : sender_emit,
+				 w.ad ? (void *)&w : (void *)snd, &w.enc)) ||
 	    (rc = stream_enc_set_threads(w.enc, w.nthreads)))
 		goto out;
 	w.warm_frame = ADAPT_RUN;
@@ -1414,10 +1422,6 @@ int export_run_adapt(const char *dir, uint32_t until, const struct export_opts *
 		obs_reset(&w, now);
 		double avail;
 		adapt_cpu_meter_sample(&w.meter, &avail);     /* primes it */
-	}
-	if (idle && w.adaptive) {
-		idle->fn = walk_idle;
-		idle->arg = &w;
 	}
 	rc = tracker_foreach(t, -1, o->since, until, walk_cb, &w);
 	if (w.err)
@@ -1434,8 +1438,11 @@ int export_run_adapt(const char *dir, uint32_t until, const struct export_opts *
 	if (!rc && w.ad)
 		walk_progress(&w, true);
 out:
-	if (idle)
-		idle->fn = NULL;
+	{
+		int src = sender_free(snd);
+		if (!rc)
+			rc = src;
+	}
 	adapt_free(own);
 	res->peak_rss = pipeline_peak_rss();
 	stream_enc_free(w.enc);

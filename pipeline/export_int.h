@@ -1,6 +1,7 @@
 /*
  * export_int.h — the exporter's pieces that the TCP sender (transport.c) and the tests share:
- * the stream walk with a caller-supplied sink, modes, the sender id, a throttle for tests.
+ * the stream walk with a caller-supplied sink, the sender thread between them, modes, the sender
+ * id, a throttle for tests.
  */
 #ifndef HANDOFF_PIPELINE_EXPORT_INT_H
 #define HANDOFF_PIPELINE_EXPORT_INT_H
@@ -28,19 +29,13 @@ int export_sender_id(const char *dir, uint8_t id[16]);
 /* Generate the stream of (o->since, until] of the overlay in dir into emit. */
 int export_run(const char *dir, uint32_t until, const struct export_opts *o, stream_emit_fn emit, void *arg,
 	       struct export_result *res);
-/* What the walk has to do while its sink waits on the link: the sink calls fn(arg) when it is
- * about to wait (the walk's thread is the sink's, and idle meanwhile); fn is NULL when there is
- * nothing to do (not adaptive, or the walk is over). */
-struct export_idle {
-	void (*fn)(void *arg);
-	void *arg;
-};
 /* The same, driven by (and feeding) the adaptive engine ad (adapt.h), which the caller made with
  * export_adapt_new() and feeds with network observations; NULL: export_run() (which makes its
- * own engine when o->adaptive or o->progress ask for one). When idle is not NULL, the walk sets
- * it for as long as it runs (the adaptive walk probes modes on its newest input then). */
+ * own engine when o->adaptive or o->progress ask for one). The sink runs on a sender thread
+ * (sender_new below) except for the header; with idle_probes, the adaptive walk probes modes on
+ * its newest input while it waits for that thread (the link is holding it back). */
 int export_run_adapt(const char *dir, uint32_t until, const struct export_opts *o, struct adapt *ad,
-		     stream_emit_fn emit, void *arg, struct export_idle *idle, struct export_result *res);
+		     stream_emit_fn emit, void *arg, bool idle_probes, struct export_result *res);
 /* The engine for o (over the named modes of mode.h, with their measured profiles), or NULL in
  * *out when o needs none (neither adaptive nor progress, or a mode outside the table). */
 int export_adapt_new(const struct export_opts *o, struct adapt **out);
@@ -48,6 +43,20 @@ int export_adapt_new(const struct export_opts *o, struct adapt **out);
  * every half second unless force; input_remaining UINT64_MAX keeps the last one. No-op without
  * ad or progress. The sender calls it while it waits for acknowledgements. */
 void export_progress(struct adapt *ad, int progress, uint64_t input_remaining, uint64_t wire_bytes, bool force);
+
+/* The sender thread (sender.c): sender_emit(s, piece), a stream_emit_fn, copies a piece into a
+ * queue of at most max_queued (at least 1) that a thread of its own hands to emit(arg) in order,
+ * and returns at once unless the queue is full; the header is emitted on the caller's thread,
+ * after everything before it (it is first), and the end is waited for. A non-zero return of
+ * emit (an error, or a positive "stop") is returned by the next sender_emit, and what is queued
+ * after it is dropped. While sender_emit waits, it calls fn(arg) every 20 ms (NULL: none).
+ * sender_free drops what is still queued, waits for the piece being emitted and returns emit's
+ * first non-zero return (0 if none). */
+struct sender;
+int sender_new(stream_emit_fn emit, void *arg, unsigned max_queued, struct sender **out);
+void sender_set_wait(struct sender *s, void (*fn)(void *arg), void *arg);
+int sender_emit(void *s, const struct stream_piece *p);
+int sender_free(struct sender *s);
 
 /* After export_run(): keep what it sent (OVERLAY_DIR/sentset.next becomes sentset) when the
  * receiver applied it (or, for a file or pipe, will apply it in order), else drop it. */

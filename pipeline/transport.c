@@ -285,7 +285,6 @@ struct tx {
 	uint64_t m_t;              /* the interval being measured began then, ... */
 	int64_t m_left;            /* ... when this much had left the socket (sock_bytes - SIOCOUTQ) */
 	bool m_busy;               /* ... and the socket held bytes at every look since */
-	struct export_idle idle;   /* the walk's work while we wait (export_run_adapt) */
 };
 
 /* The link as TCP sees it, for the engine (adapt_set_net_meter): what the receiver's TCP
@@ -333,9 +332,6 @@ static int tx_wait(struct tx *t, short events, uint64_t wire, int *waited, int m
 
 	export_progress(t->ad, t->o->progress, UINT64_MAX, wire, false);
 	tx_meter(t);
-	/* the walk's probes, while it waits for us anyway (nothing to do when the socket is ready) */
-	if (t->idle.fn && poll(&pf, 1, 0) == 0)
-		t->idle.fn(t->idle.arg);
 	r = poll(&pf, 1, ms);
 	if (r < 0)
 		return errno == EINTR ? 0 : HO_ECONN;
@@ -677,7 +673,7 @@ int export_to_tcp(const char *dir, uint32_t until, const struct export_opts *o, 
 		}
 		if (t.ad)
 			lines_stamp(&t.in);
-		rc = export_run_adapt(dir, until, &oo, t.ad, tx_emit, &t, &t.idle, res);
+		rc = export_run_adapt(dir, until, &oo, t.ad, tx_emit, &t, true, res);
 		if (rc == RESTART && !fresh) {
 			adapt_free(t.ad);
 			t.ad = NULL;

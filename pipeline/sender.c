@@ -205,6 +205,17 @@ int sender_emit(void *arg, const struct stream_piece *p)
 	return rc;
 }
 
+int sender_wait(struct sender *s)
+{
+	int rc;
+
+	pthread_mutex_lock(&s->mu);
+	WAIT_UNTIL(s, !s->head && !s->busy);
+	rc = s->rc;
+	pthread_mutex_unlock(&s->mu);
+	return rc;
+}
+
 int sender_free(struct sender *s)
 {
 	int rc;

@@ -2,7 +2,7 @@
  * test_sender.c — the export's sender thread (sender.c): pieces reach the sink in order and
  * intact although the caller's buffer is reused at once; the header goes out on the caller's
  * thread; the caller runs ahead of a slow sink by the queue and no further, running its wait
- * hook meanwhile; the end waits for the sink; a sink's error (or positive stop) comes back from
+ * hook meanwhile; the end (and sender_wait) waits for the sink; a sink's error (or positive stop) comes back from
  * a later call and drops what was queued; freeing with pieces queued drops them.
  */
 #include <pthread.h>
@@ -92,6 +92,8 @@ int main(void)
 		unsigned got = atomic_load(&k.got);
 		ok(got < 20, "  ... and returned before the sink had them all (%u)", got);
 		ok(waits > 0, "  ... running its wait hook while the queue was full (%u calls)", waits);
+		is_int(sender_wait(s), 0, "waited for the sink");
+		is_int(atomic_load(&k.got), 20, "  ... which then had every frame");
 		is_int(send_one(s, buf, STREAM_EMIT_END, 20, 100), 0, "the end");
 		is_int(atomic_load(&k.got), 21, "  ... returned once the sink had everything");
 		ok(ho_mono_ns() - t0 >= 20ull * 20000000, "  ... after the sink's time");

@@ -277,8 +277,8 @@ bool adapt_probe_due(struct adapt *a, uint64_t now_ns, size_t *mode_idx);
 size_t adapt_probe_peers(const struct adapt *a, size_t due, size_t *idx, size_t max);
 
 /* The link was measured as the bottleneck and the current mode leaves the CPU idle most of the
- * time (as adapt_probe_peers tells): the sender's waits on the link are long, and work done while
- * it waits (a probe) costs the transfer nothing. */
+ * time (as adapt_probe_peers tells): the walk's waits for its sender thread (whose queue the link
+ * holds full) are long, and work done while it waits (a probe) costs the transfer nothing. */
 bool adapt_cpu_idle(const struct adapt *a);
 
 /* Mode idx's processing speed estimate: input bytes per CPU-second on one core (-1 when idx is

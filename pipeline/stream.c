@@ -242,6 +242,7 @@ struct stream_enc {
 	struct stream_end end;
 	struct ho_sha256 *digest;
 	uint8_t *zero;                  /* chunk_size zeroes */
+	struct enc_digest *dig;         /* with workers: the digest on a thread of its own */
 
 	/* parallel compression (stream_enc_set_threads): a ring of frame jobs, compressed by the
 	 * workers in any order, finalised (chain, checksums, mac, emit) in order by the caller */
@@ -545,6 +546,128 @@ static int enc_flush(struct stream_enc *e)
 	return 0;
 }
 
+/* The stream digest (SHA-256 of every chunk's image, index and bytes, in order) on a thread of
+ * its own when the encoder has workers: it was a quarter of the caller's CPU (the export's walk,
+ * the pipeline's longest stage), 0.46 s of 2.1 for 640 MiB of a guest's changes in delta-zstd3,
+ * where copying the bytes into this ring costs a few percent of that. The ring carries exactly
+ * the bytes the digest reads, in order. */
+#define DIGEST_RING (8u << 20)
+
+struct enc_digest {
+	struct ho_sha256 *sha;
+	uint8_t *ring;
+	pthread_t th;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	size_t rd, used;                /* guarded by mu: read position, bytes waiting */
+	bool hashing;                   /* guarded by mu: the thread works on bytes it took */
+	bool waiting;                   /* guarded by mu: someone sleeps on cv */
+	bool stop;
+};
+
+static void *digest_main(void *arg)
+{
+	struct enc_digest *d = arg;
+
+	pthread_mutex_lock(&d->mu);
+	for (;;) {
+		if (!d->used) {
+			if (d->stop)
+				break;
+			d->waiting = true;
+			pthread_cond_wait(&d->cv, &d->mu);
+			continue;
+		}
+		size_t rd = d->rd, n = HO_MIN(d->used, (size_t)DIGEST_RING - rd);
+		d->hashing = true;
+		pthread_mutex_unlock(&d->mu);
+		ho_sha256_update(d->sha, d->ring + rd, n);
+		pthread_mutex_lock(&d->mu);
+		d->hashing = false;
+		d->rd = (rd + n) % DIGEST_RING;
+		d->used -= n;
+		if (d->waiting) {
+			d->waiting = false;
+			pthread_cond_broadcast(&d->cv);
+		}
+	}
+	pthread_mutex_unlock(&d->mu);
+	return NULL;
+}
+
+/* Append len bytes to the ring, waiting for room. */
+static void digest_push(struct enc_digest *d, const uint8_t *p, size_t len)
+{
+	while (len) {
+		pthread_mutex_lock(&d->mu);
+		while (d->used == DIGEST_RING) {
+			d->waiting = true;
+			pthread_cond_wait(&d->cv, &d->mu);
+		}
+		size_t wr = (d->rd + d->used) % DIGEST_RING;
+		size_t n = HO_MIN(len, HO_MIN((size_t)DIGEST_RING - d->used, (size_t)DIGEST_RING - wr));
+		pthread_mutex_unlock(&d->mu);
+		/* only this thread writes, and the reader stays out of [wr, wr + n) until used says so */
+		memcpy(d->ring + wr, p, n);
+		pthread_mutex_lock(&d->mu);
+		d->used += n;
+		if (d->waiting) {
+			d->waiting = false;
+			pthread_cond_broadcast(&d->cv);
+		}
+		pthread_mutex_unlock(&d->mu);
+		p += n;
+		len -= n;
+	}
+}
+
+/* Wait until the thread has hashed everything pushed. */
+static void digest_drain(struct enc_digest *d)
+{
+	pthread_mutex_lock(&d->mu);
+	while (d->used || d->hashing) {
+		d->waiting = true;
+		pthread_cond_wait(&d->cv, &d->mu);
+	}
+	pthread_mutex_unlock(&d->mu);
+}
+
+static void digest_free(struct enc_digest *d)
+{
+	if (!d)
+		return;
+	pthread_mutex_lock(&d->mu);
+	d->stop = true;
+	pthread_cond_broadcast(&d->cv);
+	pthread_mutex_unlock(&d->mu);
+	pthread_join(d->th, NULL);
+	pthread_cond_destroy(&d->cv);
+	pthread_mutex_destroy(&d->mu);
+	free(d->ring);
+	free(d);
+}
+
+static struct enc_digest *digest_new(struct ho_sha256 *sha)
+{
+	struct enc_digest *d = calloc(1, sizeof(*d));
+
+	if (!d || !(d->ring = malloc(DIGEST_RING))) {
+		free(d);
+		return NULL;
+	}
+	d->sha = sha;
+	pthread_mutex_init(&d->mu, NULL);
+	pthread_cond_init(&d->cv, NULL);
+	if (pthread_create(&d->th, NULL, digest_main, d) != 0) {
+		pthread_cond_destroy(&d->cv);
+		pthread_mutex_destroy(&d->mu);
+		free(d->ring);
+		free(d);
+		return NULL;
+	}
+	return d;
+}
+
 int stream_enc_set_threads(struct stream_enc *e, unsigned n)
 {
 	if (e->nthreads || n <= 1)
@@ -560,6 +683,8 @@ int stream_enc_set_threads(struct stream_enc *e, unsigned n)
 		if (!e->jobs[i].payload || !e->jobs[i].out)
 			return HO_ENOMEM;
 	}
+	if (!(e->dig = digest_new(e->digest)))
+		return HO_ENOMEM;
 	pthread_mutex_init(&e->mu, NULL);
 	pthread_cond_init(&e->cv, NULL);
 	for (unsigned i = 0; i < n; i++) {
@@ -652,8 +777,13 @@ int stream_enc_chunk(struct stream_enc *e, const struct stream_chunk *c)
 	/* digest: (image, idx, bytes) */
 	le[0] = (uint8_t)c->image;
 	ho_put_le64(le + 1, c->idx);
-	ho_sha256_update(e->digest, le, 9);
-	ho_sha256_update(e->digest, c->data ? c->data : e->zero, c->len);
+	if (e->dig) {
+		digest_push(e->dig, le, 9);
+		digest_push(e->dig, c->data ? c->data : e->zero, c->len);
+	} else {
+		ho_sha256_update(e->digest, le, 9);
+		ho_sha256_update(e->digest, c->data ? c->data : e->zero, c->len);
+	}
 	e->end.chunks[c->image]++;
 	e->last_image = c->image;
 	e->last_idx = c->idx;
@@ -723,6 +853,8 @@ int stream_enc_finish(struct stream_enc *e, struct stream_end *end)
 		;
 	if (rc)
 		return e->err = rc;
+	if (e->dig)
+		digest_drain(e->dig);
 	ho_sha256_final(e->digest, e->end.digest);
 	ho_put_le64(p, e->end.frames);
 	ho_put_le64(p + 8, e->end.records);
@@ -757,6 +889,7 @@ void stream_enc_free(struct stream_enc *e)
 		free(e->jobs[i].payload);
 		free(e->jobs[i].out);
 	}
+	digest_free(e->dig);
 	free(e->jobs);
 	free(e->workers);
 	free(e->payload);

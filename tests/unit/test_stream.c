@@ -296,6 +296,61 @@ static void test_frame_chunks(void)
 	   (unsigned long long)n.chunk_bytes);
 }
 
+/* With workers, the digest runs on a thread of its own through an 8 MiB ring: 40 MiB of chunks
+ * (raw, zero and references mixed, so the ring wraps mid-chunk) give the END digest the
+ * encoder without workers gives, and the same stream. */
+static int digest_run(unsigned threads, struct stream_end *end, struct buf *b)
+{
+	const uint32_t cs = 4096;             /* 9 + 4096 bytes a chunk: pieces straddle the ring's end */
+	const uint64_t size = 40ull << 20;
+	struct stream_header h;
+	struct stream_enc *e;
+	uint8_t *data = malloc(cs);
+	int rc;
+
+	memset(b, 0, sizeof(*b));
+	header_init(&h, 11);
+	h.chunk_size = cs;
+	h.frame_max = 1u << 20;
+	h.image[0].size = h.image[0].base.size = size;
+	h.image[1].size = h.image[1].base.size = cs;
+	rc = stream_enc_new(&h, NULL, 0, STREAM_CODEC_LZ4, 1, sink, b, &e);
+	if (!rc && threads > 1)
+		rc = stream_enc_set_threads(e, threads);
+	for (uint64_t idx = 0; rc == 0 && idx < size / cs; idx++) {
+		for (uint32_t i = 0; i < cs; i++)
+			data[i] = (uint8_t)(idx * 131 + i * (idx % 7 + 1));
+		struct stream_chunk c = { .image = 0, .idx = idx, .len = cs, .data = data, .enc = STREAM_ENC_RAW };
+		if (idx % 5 == 1) {
+			c.enc = STREAM_ENC_ZERO;
+			c.data = NULL;
+		} else if (idx % 5 == 3) {
+			c.enc = STREAM_ENC_BASE_REF;
+			c.src_image = 0;
+			c.src_idx = idx;
+		}
+		rc = stream_enc_chunk(e, &c);
+	}
+	if (rc == 0)
+		rc = stream_enc_finish(e, end);
+	stream_enc_free(e);
+	free(data);
+	return rc;
+}
+
+static void test_digest_thread(void)
+{
+	struct stream_end e1, e2;
+	struct buf b1, b2;
+
+	is_int(digest_run(1, &e1, &b1), 0, "40 MiB of chunks, no workers");
+	is_int(digest_run(2, &e2, &b2), 0, "the same with 2 workers (the digest on its own thread)");
+	is_mem(e2.digest, e1.digest, 32, "  ... the same digest");
+	ok(b1.len == b2.len && memcmp(b1.p, b2.p, b1.len) == 0, "  ... and the same stream (%zu bytes)", b2.len);
+	free(b1.p);
+	free(b2.p);
+}
+
 int main(void)
 {
 	struct buf b, b2, bk;
@@ -483,6 +538,7 @@ int main(void)
 	}
 	damage_all(&bk, key, "authenticated");
 	test_frame_chunks();
+	test_digest_thread();
 
 	free(b.p);
 	free(bk.p);

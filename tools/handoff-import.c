@@ -38,7 +38,7 @@ static void usage(FILE *f)
 "  --memory FILE          base memory image (to create OVERLAY_DIR)\n"
 "  --memory-size SIZE     all-zero memory base of SIZE bytes (to create OVERLAY_DIR)\n"
 "  --chunk-size SIZE      chunk size of a created OVERLAY_DIR (default 4K)\n"
-"  -T, --threads N        decompress frames on N threads (default 1)\n"
+"  -T, --threads N        decompress frames on N threads (default: the online CPUs, at most 64)\n"
 "  -q, --quiet / -v, --verbose\n"
 "  -h, --help / --version\n");
 }
@@ -160,6 +160,10 @@ int main(int argc, char **argv)
 		{ 0 }
 	};
 	struct import_opts o = { 0 };
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	/* as handoff-mirror: the destination's cores decode (at 1 Gbit/s one thread bounded the
+	 * transfer: 902 MiB of a guest's changes in xor-lz4, 4.05 s with 1, 3.76 s with 2) */
+	o.threads = ncpu > 1 ? (unsigned)HO_MIN(ncpu, 64L) : 1;
 	struct import_result r;
 	const char *keyfile = NULL, *listen_addr = NULL, *port_file = NULL, *disk = NULL, *memory = NULL;
 	uint64_t memsize = 0, chunk = 0;

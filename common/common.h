@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <sys/types.h>
 #include <syslog.h>
+#include <time.h>
 
 /* ---- errors --------------------------------------------------------------------------------- */
 
@@ -132,6 +133,8 @@ bool ho_is_zero(const void *buf, size_t len);
 
 uint64_t ho_now_ns(void);        /* CLOCK_REALTIME in ns */
 uint64_t ho_mono_ns(void);       /* CLOCK_MONOTONIC in ns */
+/* Clock clk's time ms milliseconds from now: a deadline for pthread_cond_timedwait(). */
+struct timespec ho_deadline(clockid_t clk, uint64_t ms);
 /* Parse "4096", "4K", "256M", "1G", "1T" (binary units). 0 or HO_EINVAL. */
 int ho_parse_size(const char *s, uint64_t *out);
 /* Undo /proc/self/mountinfo's octal escapes (\040 for space, ...) in place. */

@@ -21,6 +21,16 @@ uint64_t ho_mono_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+struct timespec ho_deadline(clockid_t clk, uint64_t ms)
+{
+	struct timespec ts;
+	clock_gettime(clk, &ts);
+	uint64_t ns = (uint64_t)ts.tv_nsec + ms * 1000000ull;
+	ts.tv_sec += (time_t)(ns / 1000000000ull);
+	ts.tv_nsec = (long)(ns % 1000000000ull);
+	return ts;
+}
+
 int ho_parse_size(const char *s, uint64_t *out)
 {
 	char *end;

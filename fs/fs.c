@@ -192,13 +192,7 @@ static int wait_arrived(struct fs *fs, fuse_req_t req, int img, uint64_t off, ui
 		}
 		if (fetched)
 			continue;        /* arrivals while unlocked woke nobody: look again first */
-		struct timespec ts;
-		clock_gettime(CLOCK_MONOTONIC, &ts);
-		ts.tv_nsec += WAIT_TICK_MS * 1000000L;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
+		struct timespec ts = ho_deadline(CLOCK_MONOTONIC, WAIT_TICK_MS);
 		pthread_cond_timedwait(&fs->pend_cond, &fs->pend_lock, &ts);
 		if (req && fuse_req_interrupted(req)) {
 			err = EINTR;
@@ -854,11 +848,7 @@ static void *flusher_main(void *arg)
 	struct fs *fs = arg;
 	pthread_mutex_lock(&fs->flush_lock);
 	while (!fs->stop) {
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)fs->opt.commit_ms * 1000000ull;
-		ts.tv_sec += (time_t)(ns / 1000000000ull);
-		ts.tv_nsec = (long)(ns % 1000000000ull);
+		struct timespec ts = ho_deadline(CLOCK_REALTIME, (uint64_t)fs->opt.commit_ms);
 		pthread_cond_timedwait(&fs->flush_cond, &fs->flush_lock, &ts);
 		if (fs->stop)
 			break;

@@ -598,8 +598,7 @@ static size_t best_mode(const struct adapt *a, double bw)
 #define FIRST_BW_STEPS 16
 static double prof_rate_at(const struct adapt *a, size_t i, double bw)
 {
-	double cores = a->m[i].threads ? HO_MIN((double)a->m[i].threads, a->p.ncores) : a->p.ncores;
-	return HO_MIN(a->m[i].prof_rate * cores, bw / a->m[i].prof_ratio);
+	return HO_MIN(a->m[i].prof_rate * cores_for(a, i), bw / a->m[i].prof_ratio);
 }
 
 static size_t first_mode(const struct adapt *a, size_t keep, double hi)

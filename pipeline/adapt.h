@@ -67,8 +67,9 @@
  * goes back, and the next try waits twice as long) or proves the link fat.
  *
  * Every call holds the handle's lock: the exporter's walk and its sender thread (the link's
- * observations) share it. Nothing here allocates after adapt_new() or does I/O (switches are logged with ho_debug),
- * except the CPU meter at the end, which reads /proc and getrusage() and is kept apart.
+ * observations) share it. Nothing here allocates after adapt_new() or does I/O (switches are
+ * logged with ho_debug), except the CPU meter at the end, which reads /proc and getrusage() and
+ * is kept apart.
  */
 #ifndef HANDOFF_ADAPT_H
 #define HANDOFF_ADAPT_H

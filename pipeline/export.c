@@ -468,9 +468,7 @@ struct walk {
 	size_t sn, scap;                   /* chunks in it, room for */
 	uint64_t sbytes;
 	uint64_t sgen, idle_sgen;          /* runs added to it; the last one an idle probe took */
-	stream_emit_fn emit;               /* the sink, wrapped (walk_emit) to time it */
-	struct sender *snd;                /* ...the sender thread in front of it */
-	void *emit_arg;
+	struct sender *snd;                /* the sink's thread (walk_emit wraps it to time it) */
 	uint64_t io_ns;                    /* time spent in the sink and reading the overlay */
 	uint64_t obs_cpu0, obs_wall0, obs_io0;   /* since the last frame went out */
 	/* after a switch, the frames of the previous mode still being compressed (stream_enc's
@@ -707,14 +705,14 @@ static int walk_emit(void *arg, const struct stream_piece *p)
 {
 	struct walk *w = arg;
 	uint64_t t0 = ho_mono_ns(), t1;
-	int rc = w->emit(w->emit_arg, p);
+	int rc = sender_emit(w->snd, p);
 
 	/* while the engine holds its first mode, learning the link, a frame is in the sink before
 	 * the next is made, as it was without the sender thread: the warm-up sizes the next frame
 	 * and the first decision bounds the link from how the socket took this one (warm_grow,
 	 * adapt.h), and frames made ahead went out in the first mode after the decision (at 5
 	 * Mbit/s two more, 0.5 MB more of the 64 MiB export's 18.6) */
-	if (!rc && w->adaptive && w->snd && p->kind == STREAM_EMIT_FRAME) {
+	if (!rc && w->adaptive && p->kind == STREAM_EMIT_FRAME) {
 		struct adapt_status st;
 		adapt_status(w->ad, &st);
 		if (st.learning)
@@ -1410,8 +1408,6 @@ int export_run_adapt(const char *dir, uint32_t until, const struct export_opts *
 		goto out;
 	if (idle_probes && w.adaptive)
 		sender_set_wait(snd, walk_idle, &w);
-	w.emit = sender_emit;
-	w.emit_arg = snd;
 	w.snd = snd;
 	if (w.ad && o->progress) {
 		struct count_arg ca = { ov, 0 };

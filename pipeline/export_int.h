@@ -51,8 +51,8 @@ void export_progress(struct adapt *ad, int progress, uint64_t input_remaining, u
  * emit (an error, or a positive "stop") is returned by the next sender_emit, and what is queued
  * after it is dropped. While sender_emit waits, it calls fn(arg) every 20 ms (NULL: none).
  * sender_wait waits until the sink has had everything handed over (the same hook runs) and
- * returns as sender_emit. sender_free drops what is still queued, waits for the piece being emitted and returns emit's
- * first non-zero return (0 if none). */
+ * returns as sender_emit. sender_free drops what is still queued, waits for the piece being
+ * emitted and returns emit's first non-zero return (0 if none). */
 struct sender;
 int sender_new(stream_emit_fn emit, void *arg, unsigned max_queued, struct sender **out);
 void sender_set_wait(struct sender *s, void (*fn)(void *arg), void *arg);

@@ -17,7 +17,6 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include "common/common.h"
 #include "pipeline/export_int.h"
 
@@ -36,7 +35,6 @@ struct sender {
 	void *wait_arg;
 
 	pthread_t th;
-	bool started;
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	/* guarded by mu */
@@ -114,7 +112,6 @@ int sender_new(stream_emit_fn emit, void *arg, unsigned max_queued, struct sende
 		free(s);
 		return HO_ENOMEM;
 	}
-	s->started = true;
 	*out = s;
 	return 0;
 }
@@ -125,28 +122,41 @@ void sender_set_wait(struct sender *s, void (*fn)(void *arg), void *arg)
 	s->wait_arg = arg;
 }
 
-/* Wait (holding mu) until cond holds or the thread failed, running the wait hook every 20 ms
- * outside the lock. */
-#define WAIT_UNTIL(s, cond)                                                                  \
-	while (!(cond) && !(s)->rc) {                                                        \
-		if ((s)->wait_fn) {                                                          \
-			pthread_mutex_unlock(&(s)->mu);                                      \
-			(s)->wait_fn((s)->wait_arg);                                         \
-			pthread_mutex_lock(&(s)->mu);                                        \
-			if ((cond) || (s)->rc)                                               \
-				break;                                                       \
-			struct timespec ts_;                                                 \
-			clock_gettime(CLOCK_REALTIME, &ts_);                                 \
-			ts_.tv_nsec += 20000000L;                                            \
-			if (ts_.tv_nsec >= 1000000000L) {                                    \
-				ts_.tv_sec++;                                                \
-				ts_.tv_nsec -= 1000000000L;                                  \
-			}                                                                    \
-			pthread_cond_timedwait(&(s)->cv, &(s)->mu, &ts_);                    \
-		} else {                                                                     \
-			pthread_cond_wait(&(s)->cv, &(s)->mu);                               \
-		}                                                                            \
+/* The sink failed, or (drained) it has had everything and is idle, or (!drained) the queue has
+ * room. mu held. */
+static bool ready(const struct sender *s, bool drained)
+{
+	return s->rc || (drained ? !s->head && !s->busy : s->queued < s->max_queued);
+}
+
+/* Wait (holding mu) until ready(); the wait hook runs every 20 ms, outside the lock. */
+static void wait_locked(struct sender *s, bool drained)
+{
+	while (!ready(s, drained)) {
+		if (!s->wait_fn) {
+			pthread_cond_wait(&s->cv, &s->mu);
+			continue;
+		}
+		pthread_mutex_unlock(&s->mu);
+		s->wait_fn(s->wait_arg);
+		pthread_mutex_lock(&s->mu);
+		if (ready(s, drained))
+			break;
+		struct timespec ts = ho_deadline(CLOCK_REALTIME, 20);
+		pthread_cond_timedwait(&s->cv, &s->mu, &ts);
 	}
+}
+
+int sender_wait(struct sender *s)
+{
+	int rc;
+
+	pthread_mutex_lock(&s->mu);
+	wait_locked(s, true);
+	rc = s->rc;
+	pthread_mutex_unlock(&s->mu);
+	return rc;
+}
 
 int sender_emit(void *arg, const struct stream_piece *p)
 {
@@ -154,15 +164,13 @@ int sender_emit(void *arg, const struct stream_piece *p)
 	struct piece *q;
 	int rc;
 
-	pthread_mutex_lock(&s->mu);
 	if (p->kind == STREAM_EMIT_HEADER) {
 		/* first, and answered (a resume point, or "done") before anything is generated */
-		WAIT_UNTIL(s, !s->head && !s->busy);
-		rc = s->rc;
-		pthread_mutex_unlock(&s->mu);
+		rc = sender_wait(s);
 		return rc ? rc : s->emit(s->arg, p);
 	}
-	WAIT_UNTIL(s, s->queued < s->max_queued);
+	pthread_mutex_lock(&s->mu);
+	wait_locked(s, false);
 	if ((rc = s->rc)) {
 		pthread_mutex_unlock(&s->mu);
 		return rc;
@@ -196,24 +204,10 @@ int sender_emit(void *arg, const struct stream_piece *p)
 	s->tail = q;
 	s->queued++;
 	pthread_cond_broadcast(&s->cv);
-	if (p->kind == STREAM_EMIT_END) {
-		/* the stream is complete when the sink has it all */
-		WAIT_UNTIL(s, !s->head && !s->busy);
-	}
 	rc = s->rc;
 	pthread_mutex_unlock(&s->mu);
-	return rc;
-}
-
-int sender_wait(struct sender *s)
-{
-	int rc;
-
-	pthread_mutex_lock(&s->mu);
-	WAIT_UNTIL(s, !s->head && !s->busy);
-	rc = s->rc;
-	pthread_mutex_unlock(&s->mu);
-	return rc;
+	/* the stream is complete when the sink has it all */
+	return !rc && p->kind == STREAM_EMIT_END ? sender_wait(s) : rc;
 }
 
 int sender_free(struct sender *s)
@@ -234,8 +228,7 @@ int sender_free(struct sender *s)
 	s->stop = true;
 	pthread_cond_broadcast(&s->cv);
 	pthread_mutex_unlock(&s->mu);
-	if (s->started)
-		pthread_join(s->th, NULL);
+	pthread_join(s->th, NULL);
 	rc = s->rc;
 	piece_free(s->spare);
 	pthread_cond_destroy(&s->cv);

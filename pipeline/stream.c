@@ -459,7 +459,6 @@ static void *enc_worker(void *arg)
 	return NULL;
 }
 
-/* Finalise the oldest submitted job (waiting for it if wait), in stream order. 1 if none was ready. */
 /* Emit the oldest compressed frame if it is done (wait: wait for it). *none is set when there was
  * nothing to emit; otherwise the emit callback's return (which may be positive) is returned. */
 static int enc_retire(struct stream_enc *e, bool wait, bool *none)
@@ -561,7 +560,6 @@ struct enc_digest {
 	pthread_cond_t cv;
 	size_t rd, used;                /* guarded by mu: read position, bytes waiting */
 	bool hashing;                   /* guarded by mu: the thread works on bytes it took */
-	bool waiting;                   /* guarded by mu: someone sleeps on cv */
 	bool stop;
 };
 
@@ -574,7 +572,6 @@ static void *digest_main(void *arg)
 		if (!d->used) {
 			if (d->stop)
 				break;
-			d->waiting = true;
 			pthread_cond_wait(&d->cv, &d->mu);
 			continue;
 		}
@@ -586,10 +583,7 @@ static void *digest_main(void *arg)
 		d->hashing = false;
 		d->rd = (rd + n) % DIGEST_RING;
 		d->used -= n;
-		if (d->waiting) {
-			d->waiting = false;
-			pthread_cond_broadcast(&d->cv);
-		}
+		pthread_cond_broadcast(&d->cv);
 	}
 	pthread_mutex_unlock(&d->mu);
 	return NULL;
@@ -600,10 +594,8 @@ static void digest_push(struct enc_digest *d, const uint8_t *p, size_t len)
 {
 	while (len) {
 		pthread_mutex_lock(&d->mu);
-		while (d->used == DIGEST_RING) {
-			d->waiting = true;
+		while (d->used == DIGEST_RING)
 			pthread_cond_wait(&d->cv, &d->mu);
-		}
 		size_t wr = (d->rd + d->used) % DIGEST_RING;
 		size_t n = HO_MIN(len, HO_MIN((size_t)DIGEST_RING - d->used, (size_t)DIGEST_RING - wr));
 		pthread_mutex_unlock(&d->mu);
@@ -611,10 +603,7 @@ static void digest_push(struct enc_digest *d, const uint8_t *p, size_t len)
 		memcpy(d->ring + wr, p, n);
 		pthread_mutex_lock(&d->mu);
 		d->used += n;
-		if (d->waiting) {
-			d->waiting = false;
-			pthread_cond_broadcast(&d->cv);
-		}
+		pthread_cond_broadcast(&d->cv);
 		pthread_mutex_unlock(&d->mu);
 		p += n;
 		len -= n;
@@ -625,10 +614,8 @@ static void digest_push(struct enc_digest *d, const uint8_t *p, size_t len)
 static void digest_drain(struct enc_digest *d)
 {
 	pthread_mutex_lock(&d->mu);
-	while (d->used || d->hashing) {
-		d->waiting = true;
+	while (d->used || d->hashing)
 		pthread_cond_wait(&d->cv, &d->mu);
-	}
 	pthread_mutex_unlock(&d->mu);
 }
 
